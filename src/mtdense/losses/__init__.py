@@ -1,0 +1,60 @@
+"""Per-task losses (function + ``nn.Module`` twin each), a name registry, and loss balancers.
+
+* segmentation: :func:`cross_entropy_loss` / :class:`CrossEntropyLoss` (ignore 255, class weights)
+* depth: :func:`depth_l1_loss`, :func:`depth_l2_loss`, :func:`berhu_loss` (TRL eq. 5)
+* normals: :func:`normals_l1_loss` (on normalised predictions), :func:`normals_cosine_loss` (1 − cos)
+* edges: :func:`balanced_bce_loss` (positive weight 0.95)
+* :func:`build_loss` by name; balancers :class:`FixedWeights`, :class:`UncertaintyWeights`
+  (TRL eq. 7) and :func:`build_balancer`.
+"""
+
+from mtdense.losses.balancing import (
+    BALANCERS,
+    UNCERTAINTY_KINDS,
+    FixedWeights,
+    LossBalancer,
+    UncertaintyWeights,
+    build_balancer,
+    key_multiplier,
+    task_of,
+)
+from mtdense.losses.depth import (
+    BerHuLoss,
+    DepthL1Loss,
+    DepthL2Loss,
+    berhu_loss,
+    depth_l1_loss,
+    depth_l2_loss,
+)
+from mtdense.losses.edge import BalancedBCELoss, balanced_bce_loss
+from mtdense.losses.normals import NormalsCosineLoss, NormalsL1Loss, normals_cosine_loss, normals_l1_loss
+from mtdense.losses.registry import LOSSES, UnknownNameError, build_loss
+from mtdense.losses.semseg import CrossEntropyLoss, cross_entropy_loss
+
+__all__ = [
+    "BALANCERS",
+    "LOSSES",
+    "UNCERTAINTY_KINDS",
+    "BalancedBCELoss",
+    "BerHuLoss",
+    "CrossEntropyLoss",
+    "DepthL1Loss",
+    "DepthL2Loss",
+    "FixedWeights",
+    "LossBalancer",
+    "NormalsCosineLoss",
+    "NormalsL1Loss",
+    "UncertaintyWeights",
+    "UnknownNameError",
+    "balanced_bce_loss",
+    "berhu_loss",
+    "build_balancer",
+    "build_loss",
+    "cross_entropy_loss",
+    "depth_l1_loss",
+    "depth_l2_loss",
+    "key_multiplier",
+    "normals_cosine_loss",
+    "normals_l1_loss",
+    "task_of",
+]

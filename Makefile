@@ -1,0 +1,33 @@
+# The two quick-start commands: `make demo` and `make test`. Both create .venv and install first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU wheel of torch; elsewhere set TORCH="torch" (or a CUDA build) to get yours.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/mtdense demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 tests
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/python benchmarks/bench_edge_metric.py
+	$(BIN)/python benchmarks/bench_models.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,48 @@
+"""``mtdense eval``: evaluate a run directory or checkpoint on a split and write its results JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtdense.engine import data as D
+from mtdense.engine.inference import load_run
+from mtdense.engine.evaluator import evaluate
+from mtdense.engine.trainer import attach_delta
+
+
+def evaluate_run(
+    run: str | Path,
+    *,
+    split: str = "val",
+    baseline: str | Path | None = None,
+    data_root: str | Path | None = None,
+    out: str | Path | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate ``run`` on ``split``; returns the results and the JSON file written.
+
+    The file is ``RUN/results.json`` for the val split and ``RUN/results_<split>.json`` otherwise
+    (next to the run directory of a checkpoint), or ``out`` when given.
+    """
+    loaded = load_run(run)
+    cfg = loaded.cfg
+    if data_root is not None:
+        cfg.data.root = str(data_root)
+    cfg.data.cache = False
+    root = D.prepare_dataset_root(cfg, progress=True)
+    dataset = D.Augmented(D.build_base_dataset(cfg, split, root=root), D.build_eval_transform(cfg), seed=cfg.seed)
+    tasks = {t: loaded.tasks[t] for t in cfg.data.tasks}
+    results: dict[str, Any] = evaluate(
+        loaded.model, D.make_eval_loader(cfg, dataset), tasks, device=torch.device("cpu"),
+        bf16=cfg.train.bf16, progress=True,
+    )
+    baseline = baseline or cfg.eval.baseline
+    if baseline:
+        results = attach_delta(results, baseline)
+    run_dir = Path(run) if Path(run).is_dir() else loaded.source.parent.parent
+    path = Path(out) if out else run_dir / ("results.json" if split == "val" else f"results_{split}.json")
+    path.write_text(json.dumps(results, indent=2))
+    return results, path

@@ -1,0 +1,85 @@
+"""Typed configs: unknown keys and wrong types name the dotted key and the file; overrides; round trip."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mtdense.config import apply_overrides, load_config, save_config
+from mtdense.config.load import parse_yaml
+from mtdense.errors import ConfigError
+
+BASE = {"model": {"name": "mtl", "backbone": {"name": "resnet18"}}, "train": {"max_steps": 10}}
+
+
+def _write(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_scientific_floats_are_floats():
+    # PyYAML's YAML 1.1 resolver reads "1e-4" as a string; ours must not.
+    assert parse_yaml("lr: 1e-4")["lr"] == pytest.approx(1e-4)
+    assert parse_yaml("x: -2.5E3")["x"] == -2500.0
+    assert parse_yaml("n: 12")["n"] == 12 and isinstance(parse_yaml("n: 12")["n"], int)
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = _write(tmp_path, BASE)
+    cfg = load_config(path, ["train.lr=1e-3", "data.tasks=[depth, semseg]", "model.backbone.output_stride=8"])
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.data.tasks == ["depth", "semseg"]
+    assert cfg.model.backbone.output_stride == 8
+    assert cfg.train.max_steps == 10 and cfg.train.optimizer == "adam"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({**BASE, "train": {"lrr": 1.0}}, "train.lrr: unknown key"),
+        ({**BASE, "train": {"max_steps": "10"}}, "train.max_steps"),
+        ({**BASE, "train": {"max_steps": 2.5}}, "train.max_steps"),
+        ({**BASE, "train": {"bf16": "yes"}}, "train.bf16"),
+        ({**BASE, "data": {"tasks": ["depth", "flow"]}}, "data.tasks.1"),
+        ({**BASE, "data": {"tasks": ["depth"], "aux_tasks": ["depth"]}}, "data.aux_tasks"),
+        ({**BASE, "model": {"name": "mtl", "backbone": {"name": "resnet18", "depth": 3}}}, "model.backbone.depth"),
+        ({"model": {"backbone": {"name": "resnet18"}}}, "model.name"),
+        ({**BASE, "optimizer": "adam"}, "optimizer: unknown key"),
+    ],
+)
+def test_errors_name_file_and_dotted_key(tmp_path, data, fragment):
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert fragment in str(e.value) and str(path) in str(e.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        apply_overrides({}, ["train.lr"])
+    with pytest.raises(ConfigError, match="not a mapping"):
+        apply_overrides({"train": 3}, ["train.lr=1"])
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("seed: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="evil.yaml"):
+        load_config(path)
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(_write(tmp_path, BASE), ["train.lr=3e-4"])
+    save_config(cfg, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again.model_dump() == cfg.model_dump() and again.model.model_dump() == cfg.model.model_dump()
