@@ -54,7 +54,9 @@ def test_parameter_names_and_out_channels(cached_backbone):
     assert fpn.channels() == [64] * 4
     keys = set(fpn.state_dict())
     resnet_keys = {f"body.{k}" for k in cached_backbone("resnet18").state_dict()}
-    fpn_keys = {f"{part}.{i}.{t}" for part in ("lateral", "output") for i in range(4) for t in ("weight", "bias")}
+    fpn_keys = {
+        f"{part}.{i}.{t}" for part in ("lateral", "output") for i in range(4) for t in ("weight", "bias")
+    }
     assert keys == resnet_keys | fpn_keys
     assert fpn.lateral[3].weight.shape == (64, 512, 1, 1)
     assert fpn.output[0].weight.shape == (64, 64, 3, 3)

@@ -10,7 +10,7 @@ from mtdense.backbones import build_backbone, fuse_hrnet_features, load_pretrain
 from mtdense.backbones.hrnet import HighResolutionModule, fuse_features
 from mtdense.errors import ShapeError
 
-# Keys of the official ImageNet checkpoints (e.g. hrnet_w18_small_model_v2.pth, hrnetv2_w18_imagenet_pretrained.pth):
+# Keys as the official HRNet code (hence its ImageNet checkpoints) names them:
 # fuse j < i is a Sequential of stride-2 steps, each Sequential(conv, BN[, ReLU]) -> 4 indices;
 # fuse j > i is Sequential(conv1x1, BN) -> 3 indices; a new branch in a transition is a
 # Sequential of Sequential(conv, BN, ReLU); a width change in an existing branch is one Sequential.
@@ -39,7 +39,19 @@ OFFICIAL_KEYS = [
     "stage4.1.fuse_layers.0.3.1.bias",
     "stage4.1.branches.3.1.conv2.weight",
 ]
-TOP_LEVEL = {"conv1", "bn1", "conv2", "bn2", "layer1", "transition1", "stage2", "transition2", "stage3", "transition3", "stage4"}
+TOP_LEVEL = {
+    "conv1",
+    "bn1",
+    "conv2",
+    "bn2",
+    "layer1",
+    "transition1",
+    "stage2",
+    "transition2",
+    "stage3",
+    "transition3",
+    "stage4",
+}
 
 
 def test_official_key_names(cached_backbone):
@@ -48,22 +60,38 @@ def test_official_key_names(cached_backbone):
     assert not missing
     assert {k.split(".")[0] for k in state} == TOP_LEVEL
     # identity transitions / fuse entries have no parameters, as the official None entries
-    assert not any(k.startswith(("transition2.0.", "transition2.1.", "stage2.0.fuse_layers.0.0.")) for k in state)
+    assert not any(
+        k.startswith(("transition2.0.", "transition2.1.", "stage2.0.fuse_layers.0.0.")) for k in state
+    )
     assert state["stage2.0.fuse_layers.1.0.0.0.weight"].shape == (36, 18, 3, 3)
     assert state["stage4.1.fuse_layers.3.0.2.0.weight"].shape == (144, 18, 3, 3)
-    assert state["stage4.1.fuse_layers.3.0.0.0.weight"].shape == (18, 18, 3, 3)  # intermediate steps keep width
+    assert state["stage4.1.fuse_layers.3.0.0.0.weight"].shape == (
+        18,
+        18,
+        3,
+        3,
+    )  # intermediate steps keep width
     assert state["transition1.1.0.0.weight"].shape == (36, 256, 3, 3)
 
 
 @pytest.mark.parametrize(
     ("name", "layer1", "modules", "blocks", "width"),
-    [("hrnet_w18_small_v2", 2, (1, 3, 2), 2, 18), ("hrnet_w18", 4, (1, 4, 3), 4, 18), ("hrnet_w48", 4, (1, 4, 3), 4, 48)],
+    [
+        ("hrnet_w18_small_v2", 2, (1, 3, 2), 2, 18),
+        ("hrnet_w18", 4, (1, 4, 3), 4, 18),
+        ("hrnet_w48", 4, (1, 4, 3), 4, 48),
+    ],
 )
 def test_stage_structure(name, layer1, modules, blocks, width, cached_backbone):
     model = cached_backbone(name)
     assert len(model.layer1) == layer1
     assert (len(model.stage2), len(model.stage3), len(model.stage4)) == modules
-    assert all(len(branch) == blocks for stage in (model.stage2, model.stage3, model.stage4) for m in stage for branch in m.branches)
+    assert all(
+        len(branch) == blocks
+        for stage in (model.stage2, model.stage3, model.stage4)
+        for m in stage
+        for branch in m.branches
+    )
     assert model.channels() == [width, 2 * width, 4 * width, 8 * width]
 
 
@@ -76,8 +104,8 @@ def _classification_head_params(c: list[int]) -> int:
     final_layer: 1x1 conv with bias 1024 -> 2048 + BN. classifier: Linear(2048, 1000).
     """
     h = [32, 64, 128, 256]
-    total = sum(5 * ci * hi + 13 * hi * hi + 20 * hi for ci, hi in zip(c, h))
-    total += sum(9 * (4 * a) * (4 * b) + 4 * b + 2 * 4 * b for a, b in zip(h[:-1], h[1:]))
+    total = sum(5 * ci * hi + 13 * hi * hi + 20 * hi for ci, hi in zip(c, h, strict=True))
+    total += sum(9 * (4 * a) * (4 * b) + 4 * b + 2 * 4 * b for a, b in zip(h[:-1], h[1:], strict=True))
     total += 1024 * 2048 + 2048 + 2 * 2048
     total += 2048 * 1000 + 1000
     return total

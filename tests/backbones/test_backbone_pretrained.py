@@ -88,14 +88,18 @@ def test_shape_mismatch_names_key_and_both_shapes(tmp_path):
     state["0.weight"] = torch.zeros(8, 3, 3, 3)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"0\.weight: checkpoint \(8, 3, 3, 3\) vs model \(4, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"0\.weight: checkpoint \(8, 3, 3, 3\) vs model \(4, 3, 3, 3\)"
+    ):
         load_pretrained(_tiny(), path)
 
 
 def test_rgb_checkpoint_into_rgbd_backbone_names_conv1(tmp_path, cached_backbone):
     path = tmp_path / "r18.pth"
     torch.save(cached_backbone("resnet18").state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"conv1\.weight: checkpoint \(64, 3, 7, 7\) vs model \(64, 4, 7, 7\)"):
+    with pytest.raises(
+        CheckpointError, match=r"conv1\.weight: checkpoint \(64, 3, 7, 7\) vs model \(64, 4, 7, 7\)"
+    ):
         build_backbone("resnet18", in_channels=4, pretrained=path)
 
 

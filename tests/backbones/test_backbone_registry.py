@@ -23,7 +23,9 @@ def test_registered_names():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown backbone 'resnet19'; valid backbones: .*resnet18.*hrnet_w48"):
+    with pytest.raises(
+        ConfigError, match="unknown backbone 'resnet19'; valid backbones: .*resnet18.*hrnet_w48"
+    ):
         build_backbone("resnet19")
 
 

@@ -56,7 +56,11 @@ def test_parameter_count_equals_torchvision_without_fc(name, expected, cached_ba
 
 @pytest.mark.parametrize(
     ("output_stride", "reductions", "size"),
-    [(32, [4, 8, 16, 32], [16, 8, 4, 2]), (16, [4, 8, 16, 16], [16, 8, 4, 4]), (8, [4, 8, 8, 8], [16, 8, 8, 8])],
+    [
+        (32, [4, 8, 16, 32], [16, 8, 4, 2]),
+        (16, [4, 8, 16, 16], [16, 8, 4, 4]),
+        (8, [4, 8, 8, 8], [16, 8, 8, 8]),
+    ],
 )
 def test_output_stride_reductions_and_sizes(output_stride, reductions, size):
     model = build_backbone("resnet18", output_stride=output_stride).eval()

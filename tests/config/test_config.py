@@ -83,3 +83,15 @@ def test_saved_config_round_trips(tmp_path):
     save_config(cfg, tmp_path / "resolved.yaml")
     again = load_config(tmp_path / "resolved.yaml")
     assert again.model_dump() == cfg.model_dump() and again.model.model_dump() == cfg.model.model_dump()
+
+
+def test_base_files_merge_and_report_their_own_errors(tmp_path):
+    _write(tmp_path, {**BASE, "train": {"max_steps": 10, "lr": 0.5}}, "recipe.yaml")
+    child = _write(tmp_path, {"_base_": "recipe.yaml", "train": {"lr": 0.25}}, "child.yaml")
+    cfg = load_config(child)
+    assert cfg.train.lr == 0.25 and cfg.train.max_steps == 10 and cfg.model.name == "mtl"
+    loop = _write(tmp_path, {"_base_": "loop.yaml"}, "loop.yaml")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(loop)
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(_write(tmp_path, {"_base_": "missing.yaml"}, "orphan.yaml"))

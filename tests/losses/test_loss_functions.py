@@ -22,6 +22,7 @@ from mtdense.losses import (
     depth_l2_loss,
     normals_cosine_loss,
     normals_l1_loss,
+    normals_l2_loss,
 )
 
 NAN, INF = float("nan"), float("inf")
@@ -225,7 +226,17 @@ def test_normals_cosine_value_scale_invariance_and_masking():
     assert torch.all(pred.grad[..., 3] == 0)
 
 
-@pytest.mark.parametrize("loss", [normals_l1_loss, normals_cosine_loss])
+def test_normals_l2_on_raw_prediction():
+    """Same pixels, no normalisation: (2−0)² + (0−1)² = 5 → 5/3; (−5+1)² = 16 → 16/3;
+    (−3−1)² = 16 → 16/3; mean over the 3 valid pixels = 37/9."""
+    pred, target = _normals_inputs()
+    value = normals_l2_loss(pred, target)
+    assert value.item() == pytest.approx(37 / 9, rel=1e-6)
+    value.backward()
+    assert torch.all(pred.grad[..., 3] == 0)
+
+
+@pytest.mark.parametrize("loss", [normals_l1_loss, normals_cosine_loss, normals_l2_loss])
 def test_normals_zero_prediction_has_finite_gradient(loss):
     pred = torch.zeros(1, 3, 2, 2, requires_grad=True)
     target = torch.zeros(1, 3, 2, 2)
@@ -234,7 +245,7 @@ def test_normals_zero_prediction_has_finite_gradient(loss):
     assert torch.isfinite(pred.grad).all()
 
 
-@pytest.mark.parametrize("loss", [normals_l1_loss, normals_cosine_loss])
+@pytest.mark.parametrize("loss", [normals_l1_loss, normals_cosine_loss, normals_l2_loss])
 def test_normals_all_invalid_is_zero(loss):
     pred = torch.randn(2, 3, 4, 4, requires_grad=True)
     target = torch.zeros(2, 3, 4, 4)
@@ -282,7 +293,9 @@ def test_balanced_bce_matches_weighted_bce_and_authors_convention():
     reference = F.binary_cross_entropy_with_logits(logits, labels, weight=weight_map, reduction="sum")
     assert balanced_bce_loss(logits, labels).item() == pytest.approx(reference.item() / 50, rel=1e-5)
     plain = F.binary_cross_entropy_with_logits(logits, labels)
-    assert balanced_bce_loss(logits, labels, pos_weight=0.5).item() == pytest.approx(0.5 * plain.item(), rel=1e-5)
+    assert balanced_bce_loss(logits, labels, pos_weight=0.5).item() == pytest.approx(
+        0.5 * plain.item(), rel=1e-5
+    )
 
 
 def test_balanced_bce_all_ignored_and_bad_weight():

@@ -64,7 +64,10 @@ class Backbone(nn.Module, abc.ABC):
             one tensor per level, ``(B, feature_info[i].channels, ceil(H/r_i), ceil(W/r_i))``.
         """
         check_shape(
-            "backbone input", x.shape, f"(B, {self.in_channels}, H, W)", x.ndim == 4 and x.shape[1] == self.in_channels
+            "backbone input",
+            x.shape,
+            f"(B, {self.in_channels}, H, W)",
+            x.ndim == 4 and x.shape[1] == self.in_channels,
         )
         return self.forward_levels(x)
 

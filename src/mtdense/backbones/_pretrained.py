@@ -27,7 +27,13 @@ _log = logging.getLogger(__name__)
 #: Top-level module names of ImageNet classification heads that dense backbones leave out:
 #: torchvision ResNet ``fc``; timm ``classifier``; the HRNet classification head
 #: (``incre_modules``, ``downsamp_modules``, ``final_layer``, then ``classifier``).
-CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc", "classifier", "incre_modules", "downsamp_modules", "final_layer")
+CLASSIFIER_PREFIXES: tuple[str, ...] = (
+    "fc",
+    "classifier",
+    "incre_modules",
+    "downsamp_modules",
+    "final_layer",
+)
 
 # Checkpoints written by training scripts often wrap the weights; these are the wrappers we unpack.
 _NESTED_KEYS = ("state_dict", "model")
@@ -147,7 +153,9 @@ def load_pretrained(
         if k in own and v.shape != own[k].shape
     ]
     if mismatched:
-        raise CheckpointError(f"checkpoint {path} does not fit the model; shape mismatch at " + "; ".join(mismatched))
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model; shape mismatch at " + "; ".join(mismatched)
+        )
 
     result = module.load_state_dict(to_load, strict=False)
     missing = tuple(sorted(k for k in result.missing_keys if not k.endswith("num_batches_tracked")))

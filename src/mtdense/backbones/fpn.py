@@ -55,7 +55,9 @@ class FPN(Backbone):
         self.body = body
         self.in_channels = body.in_channels
         self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in body.channels())
-        self.output = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in body.channels())
+        self.output = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in body.channels()
+        )
         self.feature_info = [
             FeatureInfo(channels=out_channels, reduction=r, module=f"output.{i}")
             for i, r in enumerate(body.reductions())
@@ -92,10 +94,14 @@ def build_fpn_resnet(
 @register_backbone("fpn_resnet18")
 def fpn_resnet18(*, out_channels: int = 256, output_stride: int = 32, in_channels: int = 3) -> FPN:
     """R18-FPN: P2..P5 with ``out_channels`` each."""
-    return build_fpn_resnet("resnet18", out_channels=out_channels, output_stride=output_stride, in_channels=in_channels)
+    return build_fpn_resnet(
+        "resnet18", out_channels=out_channels, output_stride=output_stride, in_channels=in_channels
+    )
 
 
 @register_backbone("fpn_resnet50")
 def fpn_resnet50(*, out_channels: int = 256, output_stride: int = 32, in_channels: int = 3) -> FPN:
     """R50-FPN: P2..P5 with ``out_channels`` each."""
-    return build_fpn_resnet("resnet50", out_channels=out_channels, output_stride=output_stride, in_channels=in_channels)
+    return build_fpn_resnet(
+        "resnet50", out_channels=out_channels, output_stride=output_stride, in_channels=in_channels
+    )

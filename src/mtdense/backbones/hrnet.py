@@ -104,7 +104,9 @@ HRNET_SPECS: dict[str, HRNetSpec] = {
 }
 
 
-def _conv_bn(in_ch: int, out_ch: int, *, kernel: int, stride: int, relu: bool, bn_momentum: float) -> nn.Sequential:
+def _conv_bn(
+    in_ch: int, out_ch: int, *, kernel: int, stride: int, relu: bool, bn_momentum: float
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
         nn.BatchNorm2d(out_ch, momentum=bn_momentum),
@@ -123,11 +125,14 @@ class HighResolutionModule(nn.Module):
     ``j < i`` is ``i - j`` stride-2 3x3 conv + BN (ReLU between them, none after the last).
     """
 
-    def __init__(self, *, channels: Sequence[int], num_blocks: int, bn_momentum: float = _BN_MOMENTUM) -> None:
+    def __init__(
+        self, *, channels: Sequence[int], num_blocks: int, bn_momentum: float = _BN_MOMENTUM
+    ) -> None:
         super().__init__()
         n = len(channels)
         self.branches = nn.ModuleList(
-            nn.Sequential(*(BasicBlock(c, c, bn_momentum=bn_momentum) for _ in range(num_blocks))) for c in channels
+            nn.Sequential(*(BasicBlock(c, c, bn_momentum=bn_momentum) for _ in range(num_blocks)))
+            for c in channels
         )
         self.fuse_layers = nn.ModuleList()
         if n > 1:  # a single branch has nothing to fuse; the official code then has no fuse_layers keys
@@ -136,7 +141,14 @@ class HighResolutionModule(nn.Module):
                 for j in range(n):
                     if j > i:
                         row.append(
-                            _conv_bn(channels[j], channels[i], kernel=1, stride=1, relu=False, bn_momentum=bn_momentum)
+                            _conv_bn(
+                                channels[j],
+                                channels[i],
+                                kernel=1,
+                                stride=1,
+                                relu=False,
+                                bn_momentum=bn_momentum,
+                            )
                         )
                     elif j == i:
                         row.append(nn.Identity())
@@ -157,7 +169,7 @@ class HighResolutionModule(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, xs: list[Tensor]) -> list[Tensor]:
-        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        xs = [branch(x) for branch, x in zip(self.branches, xs, strict=True)]
         if len(self.fuse_layers) == 0:
             return xs
         out = []
@@ -247,7 +259,9 @@ class HRNet(Backbone):
         for k, stage in enumerate(spec.stages, start=1):
             self.add_module(f"transition{k}", _transition(pre, stage.channels, bn_momentum=bn_momentum))
             modules = (
-                HighResolutionModule(channels=stage.channels, num_blocks=stage.num_blocks, bn_momentum=bn_momentum)
+                HighResolutionModule(
+                    channels=stage.channels, num_blocks=stage.num_blocks, bn_momentum=bn_momentum
+                )
                 for _ in range(stage.num_modules)
             )
             self.add_module(f"stage{k + 1}", nn.Sequential(*modules))
@@ -315,7 +329,9 @@ fuse_features = fuse_hrnet_features
 
 def _build(name: str, in_channels: int, output_stride: int) -> HRNet:
     if output_stride != 32:
-        raise ConfigError(f"{name} output_stride: HRNet has fixed strides 4-32, expected 32, got {output_stride}")
+        raise ConfigError(
+            f"{name} output_stride: HRNet has fixed strides 4-32, expected 32, got {output_stride}"
+        )
     return HRNet(spec=HRNET_SPECS[name], in_channels=in_channels)
 
 

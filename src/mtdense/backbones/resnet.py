@@ -150,12 +150,14 @@ class ResNet(Backbone):
         reduction = 4
         self.feature_info = []
         for i, (planes, stride, dilate) in enumerate(
-            zip((64, 128, 256, 512), (1, 2, 2, 2), (False, False, dilate3, dilate4))
+            zip((64, 128, 256, 512), (1, 2, 2, 2), (False, False, dilate3, dilate4), strict=True)
         ):
             name = f"layer{i + 1}"
             self.add_module(name, self._make_layer(block, planes, layers[i], stride=stride, dilate=dilate))
             reduction *= 1 if dilate else stride
-            self.feature_info.append(FeatureInfo(channels=planes * block.expansion, reduction=reduction, module=name))
+            self.feature_info.append(
+                FeatureInfo(channels=planes * block.expansion, reduction=reduction, module=name)
+            )
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -171,7 +173,13 @@ class ResNet(Backbone):
                     nn.init.zeros_(m.bn2.weight)
 
     def _make_layer(
-        self, block: type[BasicBlock] | type[Bottleneck], planes: int, blocks: int, *, stride: int, dilate: bool
+        self,
+        block: type[BasicBlock] | type[Bottleneck],
+        planes: int,
+        blocks: int,
+        *,
+        stride: int,
+        dilate: bool,
     ) -> nn.Sequential:
         previous_dilation = self._dilation
         if dilate:
@@ -183,7 +191,9 @@ class ResNet(Backbone):
                 nn.Conv2d(self._inplanes, planes * block.expansion, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
-        layers = [block(self._inplanes, planes, stride=stride, dilation=previous_dilation, downsample=downsample)]
+        layers = [
+            block(self._inplanes, planes, stride=stride, dilation=previous_dilation, downsample=downsample)
+        ]
         self._inplanes = planes * block.expansion
         layers += [block(self._inplanes, planes, dilation=self._dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)

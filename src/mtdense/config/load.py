@@ -46,14 +46,36 @@ def parse_yaml(text: str, *, source: str = "<string>") -> Any:
         raise ConfigError(f"{source}: invalid YAML: {e}") from None
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` (error naming the path if missing or not a mapping)."""
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``: mappings merge key by key, anything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` (error naming the path if missing or not a mapping).
+
+    A top-level ``_base_: other.yaml`` (relative to the file) is read first and this file merged
+    into it, so the configs of one paper share their recipe instead of copying it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in _chain:
+        raise ConfigError(f"{path}: _base_ chain loops back on itself")
     data = parse_yaml(path.read_text(), source=str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: _base_ must be a file name, got {base!r}")
+        data = deep_merge(read_yaml(path.parent / base, _chain=(*_chain, path.resolve())), data)
     return data
 
 

@@ -139,7 +139,7 @@ def build_train_transform(cfg: Config) -> Any:
     if cfg.data.flip:
         steps.append(T.RandomHorizontalFlip())
     if cfg.data.photometric:
-        steps.append(T.PhotometricJitter())
+        steps.append(T.PhotometricJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02))
     return T.Compose(steps) if steps else None
 
 

@@ -5,7 +5,6 @@ style): the library classes take plain typed arguments.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -42,9 +41,15 @@ def build_model_for(cfg: Config, tasks: dict[str, Task]) -> nn.Module:
     aux = {t: tasks[t].out_channels for t in cfg.data.aux_tasks}
     model = build_model(cfg.model, heads=heads, aux_heads=aux)
     if cfg.model.backbone.pretrained:
-        from mtdense.backbones import load_pretrained
+        from mtdense.backbones import Backbone, load_pretrained
 
-        load_pretrained(model.backbone, cfg.model.backbone.pretrained)
+        # every backbone copy in the model (one for most architectures, one per task for cross-stitch)
+        outer: list[str] = []
+        for name, module in model.named_modules():
+            if isinstance(module, Backbone) and not any(name.startswith(o + ".") for o in outer):
+                outer.append(name)
+                report = load_pretrained(module.pretrained_target(), cfg.model.backbone.pretrained)
+                print(f"pretrained weights for {name or 'backbone'}: {report}")
     return model
 
 
@@ -57,9 +62,8 @@ def build_balancer(cfg: Config, tasks: dict[str, Task]) -> nn.Module:
         if missing:
             raise ConfigError(f"loss.weights: no weight for task(s) {missing}")
         weights = {t: cfg.loss.weights[t] for t in tasks}
-        return FixedWeights(weights, tag_weights=dict(cfg.loss.tag_weights))
-    kinds = {t: ("classification" if t in ("semseg", "edge") else "regression") for t in tasks}
-    return UncertaintyWeights(list(tasks), kinds=kinds)
+        return FixedWeights(weights, aux_weight=dict(cfg.loss.tag_weights))
+    return UncertaintyWeights(list(tasks))  # TRL eq. 7: e^{-δ}·L + δ, δ initialised at 0.5
 
 
 def build_optimizer(cfg: Config, model: nn.Module, balancer: nn.Module) -> torch.optim.Optimizer:
@@ -92,12 +96,3 @@ def lr_factor(cfg: Config, step: int) -> float:
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def finite_or_raise(value: float, what: str) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"{what} is not finite: {value}")
-    return value

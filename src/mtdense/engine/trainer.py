@@ -23,7 +23,7 @@ from mtdense.config.load import config_to_dict, save_config
 from mtdense.config.schema import Config
 from mtdense.engine import data as D
 from mtdense.engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, load_model_state, save_checkpoint
-from mtdense.engine.distributed import DistInfo, init_distributed, select_device
+from mtdense.engine.distributed import DistInfo, barrier, init_distributed, select_device
 from mtdense.engine.evaluator import autocast_context, evaluate
 from mtdense.engine.logging import RunLogger
 from mtdense.engine.setup import build_balancer, build_model_for, build_optimizer, build_scheduler, build_tasks
@@ -78,7 +78,12 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
 
         torch.manual_seed(cfg.seed)
-        root = D.prepare_dataset_root(cfg, progress=progress and self.dist.is_main)
+        # rank 0 renders the synthetic benchmark if needed while the others wait
+        if self.dist.is_main:
+            root = D.prepare_dataset_root(cfg, progress=progress)
+        barrier(self.dist)
+        if not self.dist.is_main:
+            root = D.prepare_dataset_root(cfg, progress=False)
         self.meta = D.dataset_meta(root)
         self.tasks = build_tasks(cfg, self.meta)
         self.eval_tasks = {t: self.tasks[t] for t in cfg.data.tasks}

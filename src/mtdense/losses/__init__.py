@@ -2,7 +2,8 @@
 
 * segmentation: :func:`cross_entropy_loss` / :class:`CrossEntropyLoss` (ignore 255, class weights)
 * depth: :func:`depth_l1_loss`, :func:`depth_l2_loss`, :func:`berhu_loss` (TRL eq. 5)
-* normals: :func:`normals_l1_loss` (on normalised predictions), :func:`normals_cosine_loss` (1 − cos)
+* normals: :func:`normals_l1_loss` (on normalised predictions), :func:`normals_cosine_loss` (1 − cos),
+  :func:`normals_l2_loss` (PAD-Net's Euclidean)
 * edges: :func:`balanced_bce_loss` (positive weight 0.95)
 * :func:`build_loss` by name; balancers :class:`FixedWeights`, :class:`UncertaintyWeights`
   (TRL eq. 7) and :func:`build_balancer`.
@@ -27,7 +28,14 @@ from mtdense.losses.depth import (
     depth_l2_loss,
 )
 from mtdense.losses.edge import BalancedBCELoss, balanced_bce_loss
-from mtdense.losses.normals import NormalsCosineLoss, NormalsL1Loss, normals_cosine_loss, normals_l1_loss
+from mtdense.losses.normals import (
+    NormalsCosineLoss,
+    NormalsL1Loss,
+    NormalsL2Loss,
+    normals_cosine_loss,
+    normals_l1_loss,
+    normals_l2_loss,
+)
 from mtdense.losses.registry import LOSSES, UnknownNameError, build_loss
 from mtdense.losses.semseg import CrossEntropyLoss, cross_entropy_loss
 
@@ -44,6 +52,7 @@ __all__ = [
     "LossBalancer",
     "NormalsCosineLoss",
     "NormalsL1Loss",
+    "NormalsL2Loss",
     "UncertaintyWeights",
     "UnknownNameError",
     "balanced_bce_loss",
@@ -56,5 +65,6 @@ __all__ = [
     "key_multiplier",
     "normals_cosine_loss",
     "normals_l1_loss",
+    "normals_l2_loss",
     "task_of",
 ]

@@ -1,4 +1,5 @@
-"""Surface-normal losses: L1 on L2-normalised predictions (MTI-Net code) and ``1 − cos`` (DenseMTL).
+"""Surface-normal losses: L1 on L2-normalised predictions (MTI-Net code), ``1 − cos`` (DenseMTL) and
+PAD-Net's Euclidean loss.
 
 Both take ``pred`` (raw, unnormalised) and ``target`` (unit vectors in the camera frame) of shape
 ``(B, 3, H, W)``. A pixel is valid where the target is finite and its norm is positive (the zero
@@ -13,7 +14,14 @@ from torch import Tensor, nn
 
 from mtdense.losses._masked import check_dense_pair, masked_mean
 
-__all__ = ["NormalsCosineLoss", "NormalsL1Loss", "normals_cosine_loss", "normals_l1_loss"]
+__all__ = [
+    "NormalsCosineLoss",
+    "NormalsL1Loss",
+    "NormalsL2Loss",
+    "normals_cosine_loss",
+    "normals_l1_loss",
+    "normals_l2_loss",
+]
 
 # F.normalize divides by max(‖v‖, eps); a raw prediction of exactly zero then maps to zero (finite
 # gradient) instead of 0/0.
@@ -69,6 +77,27 @@ def normals_cosine_loss(pred: Tensor, target: Tensor) -> Tensor:
     return masked_mean(1.0 - cosine, valid)
 
 
+def normals_l2_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Euclidean loss on the raw prediction, PAD-Net's normals loss (seed 001, Sec. 3.4).
+
+    Per valid pixel ``i``: ``(1/3) Σ_c (pred_{c,i} − n_{c,i})²``, averaged over valid pixels, i.e. the
+    mean squared error over valid elements (the same normalisation as :func:`normals_l1_loss`).
+    PAD-Net regresses the normal map directly with Caffe's Euclidean loss, so the prediction is not
+    normalised here (on normalised predictions this loss would be ``(2/3)(1 − cos)``, a rescaled
+    :func:`normals_cosine_loss`); it therefore also pulls the prediction towards unit length.
+
+    Args:
+        pred: ``(B, 3, H, W)`` raw network output.
+        target: ``(B, 3, H, W)`` unit normals; zero vector = invalid.
+
+    Returns:
+        A scalar; 0 (connected to the graph) when no pixel is valid.
+    """
+    safe_target, valid = _prepare("normals_l2_loss", pred, target)
+    per_pixel = (pred - safe_target).square().mean(dim=1)
+    return masked_mean(per_pixel, valid)
+
+
 class NormalsL1Loss(nn.Module):
     """Module twin of :func:`normals_l1_loss`."""
 
@@ -83,3 +112,11 @@ class NormalsCosineLoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """``pred``, ``target``: ``(B, 3, H, W)`` → scalar."""
         return normals_cosine_loss(pred, target)
+
+
+class NormalsL2Loss(nn.Module):
+    """Module twin of :func:`normals_l2_loss`."""
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``pred``, ``target``: ``(B, 3, H, W)`` → scalar."""
+        return normals_l2_loss(pred, target)

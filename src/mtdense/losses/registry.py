@@ -16,7 +16,7 @@ from torch import nn
 from mtdense.errors import ConfigError
 from mtdense.losses.depth import BerHuLoss, DepthL1Loss, DepthL2Loss
 from mtdense.losses.edge import BalancedBCELoss
-from mtdense.losses.normals import NormalsCosineLoss, NormalsL1Loss
+from mtdense.losses.normals import NormalsCosineLoss, NormalsL1Loss, NormalsL2Loss
 from mtdense.losses.semseg import CrossEntropyLoss
 
 __all__ = ["LOSSES", "UnknownNameError", "build_loss"]
@@ -47,6 +47,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "l2": DepthL2Loss,
     "berhu": BerHuLoss,
     "normals_l1": NormalsL1Loss,
+    "normals_l2": NormalsL2Loss,
     "cosine": NormalsCosineLoss,
     "balanced_bce": BalancedBCELoss,
 }

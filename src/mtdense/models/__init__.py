@@ -7,12 +7,22 @@
 | ``padnet.py`` | PAD-Net (seed 001) | ``padnet`` |
 | ``mtinet.py`` | MTI-Net (seed 002) | ``mtinet`` |
 
-Shared building blocks (heads, ASPP, SE, distillation) live in ``layers.py``.
+Shared building blocks live in ``layers/``: ``blocks.py`` (conv blocks, SE), ``heads.py`` (HRNet head, ASPP,
+Panoptic-FPN head) and ``distillation.py`` (multi-modal distillation, PAD-Net modules A/B/C).
 """
 
 from mtdense.models._base import MultiTaskModel, upsample_to
 from mtdense.models._registry import MODELS, build_model, list_models, model_config_class, register_model
 
 __all__ = [
-    "MODELS", "MultiTaskModel", "build_model", "list_models", "model_config_class", "register_model", "upsample_to",
+    "MODELS",
+    "MultiTaskModel",
+    "build_model",
+    "list_models",
+    "model_config_class",
+    "register_model",
+    "upsample_to",
 ]
+
+# importing an architecture's file registers it
+from mtdense.models import cross_stitch, stl_mtl  # noqa: E402, F401

@@ -6,8 +6,9 @@ These are the two reference points of every multi-task dense-prediction paper:
   (ECCV 2020, Sec. 3.1, Eq. 2) is measured against "a fully-converged model that uses the same
   backbone network only for that task".
 * ``mtl``: "a shared encoder with task-specific heads" (MTI-Net, Sec. 3.2, Table 2), hard parameter
-  sharing in the sense of Caruana (1997); PAD-Net (CVPR 2018) compares with the same kind of
-  baseline ("multi-task deep network with shared front-end").
+  sharing in the sense of Caruana (1997). PAD-Net (CVPR 2018, Sec. 4.2, Tables 1-2) calls its versions
+  "Front-end + DE" (single task) and "Front-end + SP + DE" (two tasks predicted directly from the
+  last front-end feature map).
 
 Both use the head of the backbone family's reference implementation (:mod:`mtdense.models.layers.heads`):
 HRNet -> fused stride-4 levels + 1x1/BN/ReLU/1x1 (MTI-Net's baselines); ResNet -> DeepLabv3 ASPP on the
@@ -151,7 +152,9 @@ class SharedEncoderNet(MultiTaskModel):
 @register_model("mtl", MTLConfig)
 def build_mtl(cfg: MTLConfig, *, heads: dict[str, int], aux_heads: dict[str, int]) -> SharedEncoderNet:
     """The shared-encoder multi-task baseline for ``heads`` (+ ``aux_heads``)."""
-    return SharedEncoderNet(backbone_from_config(cfg.backbone), heads, aux_heads, head=head_spec_from_config(cfg))
+    return SharedEncoderNet(
+        backbone_from_config(cfg.backbone), heads, aux_heads, head=head_spec_from_config(cfg)
+    )
 
 
 @register_model("stl", STLConfig)
@@ -169,6 +172,7 @@ def build_stl(cfg: STLConfig, *, heads: dict[str, int], aux_heads: dict[str, int
         )
     if aux_heads:
         raise ConfigError(
-            f"model stl: a single-task network has no auxiliary tasks, got data.aux_tasks = {sorted(aux_heads)}"
+            "model stl: a single-task network has no auxiliary tasks, "
+            f"got data.aux_tasks = {sorted(aux_heads)}"
         )
     return SharedEncoderNet(backbone_from_config(cfg.backbone), heads, {}, head=head_spec_from_config(cfg))

@@ -26,7 +26,7 @@ class NormalsTask(Task):
     target_key = "normals"
 
     def __init__(self, *, loss: Literal["l1", "cosine", "l2"] = "l1") -> None:
-        loss_name = {"l1": "normals_l1", "cosine": "cosine", "l2": "l2"}[loss]
+        loss_name = {"l1": "normals_l1", "cosine": "cosine", "l2": "normals_l2"}[loss]
         super().__init__(out_channels=3, ignore_value=0.0, loss_fn=build_loss(loss_name))
 
     def postprocess(self, pred: Tensor) -> Tensor:

@@ -47,7 +47,7 @@ class SemsegTask(Task):
         super().__init__(
             out_channels=num_classes,
             ignore_value=ignore_index,
-            loss_fn=build_loss("cross_entropy", ignore_index=ignore_index, weight=weight),
+            loss_fn=build_loss("cross_entropy", ignore_index=ignore_index, class_weights=weight),
         )
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]

@@ -135,7 +135,10 @@ class SqueezeExcitation(nn.Module):
     def gate(self, x: Tensor) -> Tensor:
         """The per-channel gate ``s`` in (0, 1), shape ``(B, C, 1, 1)``."""
         check_shape(
-            "SqueezeExcitation input", x.shape, f"(B, {self.channels}, H, W)", x.ndim == 4 and x.shape[1] == self.channels
+            "SqueezeExcitation input",
+            x.shape,
+            f"(B, {self.channels}, H, W)",
+            x.ndim == 4 and x.shape[1] == self.channels,
         )
         z = x.mean(dim=(2, 3))
         return (self.fc2(self.relu(self.fc1(z))).sigmoid())[:, :, None, None]

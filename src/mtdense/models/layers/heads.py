@@ -16,11 +16,11 @@ Three heads, each the one a reference implementation uses for its backbone famil
   has none, so neither do we.
 * :class:`PanopticFPNHead` for FPN backbones: the semantic branch of Panoptic FPN (Kirillov, Girshick,
   He, Dollár, CVPR 2019, Sec. 3.2 and Fig. 3); the MTI-Net authors' FPN variant decodes this way
-  (shared/reference/architectures.md, "Backbones"). Each pyramid level goes through ``log2(r / r_min)`` stages of
-  3x3 conv (128 channels) + GroupNorm + ReLU + 2x bilinear upsampling (one conv stage without
-  upsampling for the finest level) to the finest stride; the levels are summed; a 1x1 conv gives the
-  prediction. GroupNorm uses 32 groups as in the paper (``gcd(32, channels)`` when ``channels`` is
-  not a multiple of 32).
+  (shared/reference/architectures.md, "Backbones"). Each pyramid level goes through
+  ``log2(r / r_min)`` stages of 3x3 conv (128 channels) + GroupNorm + ReLU + 2x bilinear upsampling
+  (one conv stage without upsampling for the finest level) to the finest stride; the levels are
+  summed; a 1x1 conv gives the prediction. GroupNorm uses 32 groups as in the paper
+  (``gcd(32, channels)`` when ``channels`` is not a multiple of 32).
 
 :func:`head_for_backbone` builds the right head for a backbone from its ``feature_info`` only (never
 from channel numbers in a config). Every head it returns takes the backbone's list of feature maps
@@ -167,7 +167,12 @@ class ASPP(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_shape("ASPP input", x.shape, f"(B, {self.in_channels}, H, W)", x.ndim == 4 and x.shape[1] == self.in_channels)
+        check_shape(
+            "ASPP input",
+            x.shape,
+            f"(B, {self.in_channels}, H, W)",
+            x.ndim == 4 and x.shape[1] == self.in_channels,
+        )
         y = torch.cat([branch(x) for branch in self.branches], dim=1)
         return self.dropout(self.project(y))
 
@@ -250,23 +255,26 @@ class PanopticFPNHead(nn.Module):
             ratio = r // self.base
             if r % self.base != 0 or ratio & (ratio - 1):
                 raise ConfigError(
-                    f"PanopticFPNHead: level reductions {list(reductions)} are not power-of-two multiples of {self.base}"
+                    f"PanopticFPNHead: level reductions {list(reductions)} are not power-of-two multiples "
+                    f"of {self.base}"
                 )
             self.num_up.append(ratio.bit_length() - 1)
         self.reductions = tuple(reductions)
         self.scale_heads = nn.ModuleList(
             nn.Sequential(*(_conv_gn_relu(c if k == 0 else channels, channels) for k in range(max(1, n))))
-            for c, n in zip(in_channels, self.num_up)
+            for c, n in zip(in_channels, self.num_up, strict=True)
         )
         self.classifier = nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         if len(features) != len(self.scale_heads):
-            raise ConfigError(f"PanopticFPNHead: expected {len(self.scale_heads)} feature maps, got {len(features)}")
+            raise ConfigError(
+                f"PanopticFPNHead: expected {len(self.scale_heads)} feature maps, got {len(features)}"
+            )
         finest = features[self.reductions.index(self.base)]
         h0, w0 = finest.shape[-2:]
         total: Tensor | None = None
-        for f, stages, n in zip(features, self.scale_heads, self.num_up):
+        for f, stages, n in zip(features, self.scale_heads, self.num_up, strict=True):
             y = f
             for k, stage in enumerate(stages):
                 y = stage(y)
@@ -316,7 +324,9 @@ def _build_aspp(info: list[FeatureInfo], out_channels: int, spec: HeadSpec) -> n
     return nn.Sequential(
         OrderedDict(
             select=SelectLevel(len(info) - 1),
-            head=DeepLabHead(last.channels, out_channels, rates=aspp_rates(last.reduction), dropout=spec.aspp_dropout),
+            head=DeepLabHead(
+                last.channels, out_channels, rates=aspp_rates(last.reduction), dropout=spec.aspp_dropout
+            ),
         )
     )
 
@@ -370,4 +380,6 @@ def head_for_backbone(
     :class:`PanopticFPNHead`. The returned module maps ``list[Tensor]`` (the backbone output) to
     ``(B, out_channels, h, w)`` at the stride of the level(s) it reads.
     """
-    return HeadSpec(kind=kind, aspp_dropout=aspp_dropout, fpn_channels=fpn_channels).build(backbone, out_channels)
+    return HeadSpec(kind=kind, aspp_dropout=aspp_dropout, fpn_channels=fpn_channels).build(
+        backbone, out_channels
+    )

@@ -1,0 +1,129 @@
+"""Write a synthetic dataset to disk in the NYUD-MT layout (see ``/work/shared/reference/datasets.md``).
+
+::
+
+    OUT/images/<id>.png          RGB uint8
+    OUT/segmentation/<id>.png    uint8; 0 = void, class k stored as k + 1
+    OUT/depth/<id>.npy           float32 (H, W) metres; 0 = invalid (sky)
+    OUT/normals/<id>.npy         float32 (H, W, 3) camera frame (x right, y down, z forward), facing the
+                                 camera; zero vector = invalid
+    OUT/edge/<id>.npy            float32 (H, W) in {0, 1}
+    OUT/gt_sets/train.txt, val.txt
+    OUT/meta.json                family, classes, palette, intrinsics, size, seed, generator version
+
+Ids are ``train_<i>`` (scene index ``i``) and ``val_<j>`` (scene index ``VAL_INDEX_OFFSET + j``), so
+the splits are disjoint, fixed by the seed, and growing one split never changes the other.
+``meta.json`` is written last: a folder without it is an interrupted write.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ...errors import ConfigError, DataError
+from .families import GENERATOR_VERSION, _check_size, get_family, render_sample
+
+VAL_INDEX_OFFSET = 1_000_000_000
+"""Scene index of the first validation image (train uses 0, 1, ...)."""
+SUBDIRS = ("images", "segmentation", "depth", "normals", "edge", "gt_sets")
+PNG_COMPRESS_LEVEL = 1  # fast zlib level: writing is on the critical path of generation
+
+
+def _write_sample(job: tuple) -> str:
+    """Render one sample and write its five files (runs in a worker process)."""
+    out, family, seed, index, sid, size = job
+    s = render_sample(family, seed, index, size)
+    root = Path(out)
+    Image.fromarray(s["image"]).save(root / "images" / f"{sid}.png", compress_level=PNG_COMPRESS_LEVEL)
+    label = s["semseg"]
+    seg = np.where(label == 255, 0, label.astype(np.int32) + 1).astype(np.uint8)
+    Image.fromarray(seg).save(root / "segmentation" / f"{sid}.png", compress_level=PNG_COMPRESS_LEVEL)
+    np.save(root / "depth" / f"{sid}.npy", s["depth"].astype(np.float32))
+    np.save(root / "normals" / f"{sid}.npy", s["normals"].astype(np.float32))
+    np.save(root / "edge" / f"{sid}.npy", s["edge"].astype(np.float32))
+    return sid
+
+
+def _pool_context() -> mp.context.BaseContext:
+    # fork starts workers in milliseconds and the workers only use NumPy and Pillow
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def write_synthetic_dataset(
+    out: str | os.PathLike,
+    *,
+    train: int,
+    val: int,
+    size: tuple[int, int] = (192, 256),
+    seed: int = 0,
+    family: str = "indoor",
+    progress: bool = True,
+    workers: int | None = None,
+) -> Path:
+    """Render ``train + val`` images of ``family`` at ``size = (H, W)`` into ``out`` (module docstring).
+
+    ``workers`` processes render and write in parallel (default: ``min(2, cpu_count)``; ``0`` or ``1``
+    renders in this process). Returns the dataset folder. Raises :class:`ConfigError` for a bad
+    family, size or count, :class:`DataError` if ``out`` exists and is not a folder.
+    """
+    fam = get_family(family)
+    size = _check_size(size)
+    for name, n in (("train", train), ("val", val), ("seed", seed)):
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError(f"{name}: expected an integer >= 0, got {n!r}")
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"synthetic dataset output {root} exists and is not a folder")
+    for sub in SUBDIRS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    meta_path = root / "meta.json"
+    if meta_path.exists():
+        meta_path.unlink()  # the folder is incomplete until the new meta.json is written
+
+    ids = {"train": [f"train_{i:06d}" for i in range(train)], "val": [f"val_{j:06d}" for j in range(val)]}
+    jobs = [(str(root), fam.name, int(seed), i, sid, size) for i, sid in enumerate(ids["train"])]
+    jobs += [(str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])]
+    workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
+    if workers > 1 and len(jobs) > 1:
+        with _pool_context().Pool(workers) as pool:
+            done = pool.imap_unordered(_write_sample, jobs, chunksize=4)
+            for _ in tqdm(done, total=len(jobs), disable=not progress, desc=f"synth {fam.name}", unit="img"):
+                pass
+    else:
+        for job in tqdm(jobs, disable=not progress, desc=f"synth {fam.name}", unit="img"):
+            _write_sample(job)
+
+    for split, names in ids.items():
+        (root / "gt_sets" / f"{split}.txt").write_text("".join(f"{sid}\n" for sid in names))
+    fx, fy, cx, cy = fam.intrinsics(size)
+    meta = {
+        "dataset": "mtdense-synthetic",
+        "family": fam.name,
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "size": list(size),
+        "num_classes": fam.num_classes,
+        "class_names": list(fam.class_names),
+        "palette": [list(c) for c in fam.palette],
+        "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy},
+        "hfov_deg": fam.hfov_deg,
+        "splits": {k: len(v) for k, v in ids.items()},
+        "val_index_offset": VAL_INDEX_OFFSET,
+        "encoding": {
+            "segmentation": "png uint8, class k stored as k + 1, 0 = void",
+            "depth": "npy float32 (H, W), z-depth in metres, 0 = invalid",
+            "normals": "npy float32 (H, W, 3), camera frame x right, y down, z forward, facing the camera; "
+            "zero = invalid",
+            "edge": "npy float32 (H, W) in {0, 1}",
+            "intrinsics": "pixel centres at integer coordinates",
+        },
+    }
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return root
