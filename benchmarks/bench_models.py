@@ -8,9 +8,11 @@ use them, PAD-Net and MTI-Net), at 288×384 with batch 2 and 2 threads: the medi
 under bf16 autocast, with channels_last on (the config default) and, for MTI-Net and PAD-Net, off.
 ``stl`` is timed once per main task and reported as the sum of the single-task models it replaces.
 
-Configs come from ``configs/nyud/<model>_<backbone>.yaml`` when that file exists (e.g.
-``configs/nyud/mtinet_hrnet18s.yaml``), otherwise they are built here from the defaults with the
-settings above. Architectures that are not registered are skipped and listed.
+Configs come from ``configs/nyud/`` when the file exists (``mtinet_hrnet18s_aux.yaml``,
+``padnet_hrnet18s_aux.yaml``, ``stl_<task>_hrnet18s.yaml``, ``<model>_hrnet18s.yaml``; see
+:func:`_configs`), otherwise they are built here from the defaults with the settings above. The
+timed input size, batch, threads and channels_last come from the command line, whatever the file
+says. Architectures that are not registered are skipped and listed.
 
 The reference figures are those of the issue: the authors' public implementation takes about 1.4 s
 per train step for MTI-Net and 2.6 s for PAD-Net (HRNet-18, same input, this machine); the target is
@@ -51,6 +53,8 @@ USES_AUX = {"padnet", "mtinet"}
 #: Train-step seconds of the authors' public implementation on this machine (from the issue), fp32.
 REFERENCE_TRAIN_S = {("mtinet", "hrnet_w18_small_v2"): 1.4, ("padnet", "hrnet_w18_small_v2"): 2.6}
 TARGET_SPEEDUP = 1.5
+#: The setting of the reference figures (input, batch, threads).
+REFERENCE_SETTING = {"size": (288, 384), "batch": 2, "threads": 2}
 
 
 @dataclass
@@ -58,7 +62,7 @@ class Row:
     model: str
     backbone: str
     tasks: str
-    source: str
+    sources: list[str]
     params_m: float = float("nan")
     gflops: float = float("nan")
     timings: dict[tuple[str, bool], tuple[float, float]] = field(
@@ -67,22 +71,29 @@ class Row:
     error: str | None = None
 
 
-def _configs(model: str, backbone: str) -> list[tuple[str | None, list[str], str]]:
-    """``(config path or None, overrides, source)`` of each network to time (``stl``: one per task)."""
-    path = ROOT / "configs" / "nyud" / f"{model}_{BACKBONES[backbone]}.yaml"
-    base = ["data.dataset=nyud_mt", f"model.name={model}", f"model.backbone.name={backbone}"]
-    if model == "stl":
-        return [(None, [*base, f"data.tasks=[{t}]", "data.aux_tasks=[]"], "built here") for t in MAIN_TASKS]
+def _config(name: str, overrides: list[str]) -> tuple[str | None, list[str], str]:
+    """``configs/nyud/<name>.yaml`` when it exists, else the defaults with ``overrides``."""
+    path = ROOT / "configs" / "nyud" / f"{name}.yaml"
     if path.is_file():
-        return [(str(path), [], str(path.relative_to(ROOT)))]
+        return str(path), [], str(path.relative_to(ROOT))
+    return None, ["data.dataset=nyud_mt", *overrides], "built here"
+
+
+def _configs(model: str, backbone: str) -> list[tuple[str | None, list[str], str]]:
+    """``(config path or None, overrides, source)`` of each network to time (``stl``: one per task).
+
+    Files: ``stl_<task>_<bb>.yaml``, ``<model>_<bb>_aux.yaml`` for the architectures that use
+    auxiliary tasks, ``<model>_<bb>.yaml`` for the others (``<bb>`` = ``hrnet18s`` or ``resnet18``).
+    """
+    bb = BACKBONES[backbone]
+    base = [f"model.name={model}", f"model.backbone.name={backbone}"]
+    if model == "stl":
+        return [
+            _config(f"stl_{t}_{bb}", [*base, f"data.tasks=[{t}]", "data.aux_tasks=[]"]) for t in MAIN_TASKS
+        ]
     aux = AUX_TASKS if model in USES_AUX else []
-    return [
-        (
-            None,
-            [*base, f"data.tasks=[{','.join(MAIN_TASKS)}]", f"data.aux_tasks=[{','.join(aux)}]"],
-            "built here",
-        )
-    ]
+    tasks = [f"data.tasks=[{','.join(MAIN_TASKS)}]", f"data.aux_tasks=[{','.join(aux)}]"]
+    return [_config(f"{model}_{bb}_aux" if aux else f"{model}_{bb}", [*base, *tasks])]
 
 
 def bench(
@@ -90,7 +101,7 @@ def bench(
 ) -> Row:
     """Time one architecture on one backbone (all variants); a failure is recorded in ``Row.error``."""
     configs = _configs(model, backbone)
-    row = Row(model, backbone, "", configs[0][2])
+    row = Row(model, backbone, "", [source for _, _, source in configs])
     variants = [(dtype, True) for dtype in ("fp32", "bf16")]
     if cl_off:
         variants += [(dtype, False) for dtype in ("fp32", "bf16")]
@@ -129,6 +140,10 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _reference_setting(args: argparse.Namespace) -> bool:
+    return (tuple(args.size), args.batch, args.threads) == tuple(REFERENCE_SETTING.values())
+
+
 def markdown(
     rows: list[Row], skipped: list[str], *, args: argparse.Namespace, load: tuple[float, float]
 ) -> str:
@@ -153,7 +168,8 @@ def markdown(
         if row.error:
             lines.append(f"| {row.model} | {row.backbone} | – | – | – | – | not run: {row.error} | | | | | |")
             continue
-        ref = REFERENCE_TRAIN_S.get((row.model, row.backbone))
+        # The reference was measured at 288×384, batch 2, 2 threads: no comparison at other settings.
+        ref = REFERENCE_TRAIN_S.get((row.model, row.backbone)) if _reference_setting(args) else None
         for cl in (True, False):
             if ("fp32", cl) not in row.timings:
                 continue
@@ -177,8 +193,14 @@ def markdown(
         "(figures from the issue: MTI-Net ≈ 1.4 s, PAD-Net ≈ 2.6 s per fp32 train step, HRNet-18); "
         "target ≥ 1.5× faster in fp32.",
     ]
-    sources = sorted({row.source for row in rows if not row.error})
-    lines.append(f'Configs: {", ".join(sources) or "–"} ("built here": defaults + the settings above).')
+    files = sorted({src for row in rows if not row.error for src in row.sources if src != "built here"})
+    built = sorted({f"{row.model}/{row.backbone}" for row in rows if "built here" in row.sources})
+    if files:
+        lines.append(f"Config files: {', '.join(files)}.")
+    if built:
+        lines.append(f"Configs built by the script (defaults + the settings above): {', '.join(built)}.")
+    if not _reference_setting(args):
+        lines.append("No comparison with the reference: it was measured at 288×384, batch 2, 2 threads.")
     if skipped:
         lines.append(f"Skipped (not registered in `mtdense.models.MODELS`): {', '.join(skipped)}.")
     return "\n".join(lines)
@@ -228,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # one unsupported combination must not stop the others
                 traceback.print_exc()
                 rows.append(
-                    Row(model, backbone, "", "", error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
+                    Row(model, backbone, "", [], error=f"{type(e).__name__}: {str(e).splitlines()[0]}")
                 )
     body = markdown(rows, skipped, args=args, load=(load_start, os.getloadavg()[0]))
     print(body)

@@ -93,15 +93,17 @@ def test_missing_config_and_dataset(config_file, tmp_path, capsys):
 def test_missing_run_and_wrong_checkpoint(trained_run, config_file, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "missing_run")]) == 2
     assert "missing_run" in _err(capsys)
-    # a checkpoint of another model (single-task) loaded into the multi-task config's model
+    # weights of another model (no depth head, one extra key) under the multi-task run's config
     import torch
 
     ckpt = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
-    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith(("heads.depth", "decoders.depth"))}
+    ckpt["model"] = {k: v for k, v in ckpt["model"].items() if ".depth." not in k}
+    ckpt["model"]["other.weight"] = torch.zeros(1)
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)
     assert main(["eval", str(bad)]) == 2
-    assert "does not match the model" in _err(capsys)
+    err = _err(capsys)
+    assert "does not match the model" in err and "bad.pt" in err and "other.weight" in err
 
 
 def test_corrupt_image_is_named(trained_run, tmp_path, capsys):

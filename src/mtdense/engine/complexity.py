@@ -63,8 +63,10 @@ def flop_breakdown(module: nn.Module, inputs: Tensor | Sequence[Tensor]) -> dict
     """FLOPs of one forward pass of ``module`` on ``inputs``, in total and per top-level child.
 
     Returns ``{"total": n, "<child name>": n_child, ...}`` (one entry per ``module.named_children()``;
-    children that do no counted work get 0). Runs under ``no_grad`` in the module's current mode.
-    A multiply-add counts as 2 FLOPs; see the module docstring for what is counted.
+    children that do no counted work get 0; work done in ``module``'s own ``forward`` outside any child
+    is in the total only). Runs under ``no_grad`` in the module's current mode. A multiply-add counts
+    as 2 FLOPs; see the module docstring for what is counted. The first call in a process takes about
+    2 s longer: :class:`FlopCounterMode` imports ``torch._dynamo``.
     """
     args = (inputs,) if isinstance(inputs, Tensor) else tuple(inputs)
     counter = FlopCounterMode(display=False, depth=None)
@@ -283,9 +285,11 @@ def _analyse(
         name: {"params": _params(child), "gflops": flops[name] / 1e9}
         for name, child in model.named_children()
     }
+    # Work and parameters of the model's own forward, outside any child (e.g. a functional conv).
     root_params = sum(p.numel() for p in model.parameters(recurse=False))
-    if root_params:
-        per_module["(root)"] = {"params": root_params, "gflops": 0.0}
+    root_flops = flops["total"] - sum(flops[name] for name in per_module)
+    if root_params or root_flops:
+        per_module["(root)"] = {"params": root_params, "gflops": root_flops / 1e9}
     stats = {"params": _params(model), "gflops": flops["total"] / 1e9, "per_module": per_module}
     stats["gmacs"] = stats["gflops"] / 2
     return model, tasks, stats
@@ -316,14 +320,17 @@ def complexity_report(
     Returns a JSON-serialisable dict: ``params`` (count), ``params_m`` (millions), ``gflops`` and
     ``gmacs`` (per image, 1 multiply-add = 2 FLOPs), ``train_step_s`` / ``infer_s`` (median seconds,
     ``None`` without ``time``), ``per_module`` (``{child: {params, gflops}}`` over
-    ``model.named_children()``), ``stl`` (``None`` or ``{params, params_m, gflops, gmacs, per_task,
-    params_ratio, gflops_ratio}`` where the ratios are multi-task / sum of single-task), and the
+    ``model.named_children()``, plus ``"(root)"`` for parameters or work of the model's own
+    ``forward`` outside its children, if any), ``stl`` (``None`` or ``{params, params_m, gflops,
+    gmacs, per_task, params_ratio, gflops_ratio}`` where the ratios are multi-task / sum of
+    single-task), and the
     settings (model, backbone, tasks, size, batch, dtype, channels_last, threads, num_classes) and
     ``notes``. Raises the config's :class:`~mtdense.errors.ConfigError` for unknown keys.
     """
-    if batch < 1 or repeats < 1 or warmup < 0:
+    if batch < 1 or repeats < 1 or warmup < 0 or len(size) != 2 or min(size) < 1:
         raise MtdenseError(
-            f"complexity: expected batch ≥ 1, repeats ≥ 1, warmup ≥ 0; got {batch}, {repeats}, {warmup}"
+            "complexity: expected size (H, W) > 0, batch ≥ 1, repeats ≥ 1, warmup ≥ 0; "
+            f"got size {tuple(size)}, batch {batch}, repeats {repeats}, warmup {warmup}"
         )
     cfg = _without_pretrained(load_config(config_path, list(overrides)))
     source = str(config_path) if config_path is not None else "<defaults>"

@@ -162,13 +162,18 @@ def make_train_loader(
         len(dataset), batch_size=cfg.train.batch_size, seed=cfg.seed, start_step=start_step,  # type: ignore[arg-type]
         rank=rank, world_size=world_size,
     )
+    # the loader's own generator: creating an iterator must not draw from the global RNG, or a
+    # resumed run's dropout stream would be one draw off the uninterrupted run's
     return DataLoader(
         dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.num_workers > 0,
+        persistent_workers=cfg.data.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
 def make_eval_loader(cfg: Config, dataset: Dataset, *, rank: int = 0, world_size: int = 1) -> DataLoader:
     indices = list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
     subset = torch.utils.data.Subset(dataset, indices) if world_size > 1 else dataset
-    return DataLoader(subset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
+    return DataLoader(
+        subset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )

@@ -24,8 +24,8 @@ def evaluate_run(
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate ``run`` on ``split``; returns the results and the JSON file written.
 
-    The file is ``RUN/results.json`` for the val split and ``RUN/results_<split>.json`` otherwise
-    (next to the run directory of a checkpoint), or ``out`` when given.
+    The file is ``RUN/results.json`` for the val split and ``RUN/results_<split>.json`` otherwise;
+    for a checkpoint outside a run directory, ``<stem>_results.json`` beside it; or ``out``.
     """
     loaded = load_run(run)
     cfg = loaded.cfg
@@ -42,7 +42,14 @@ def evaluate_run(
     baseline = baseline or cfg.eval.baseline
     if baseline:
         results = attach_delta(results, baseline)
-    run_dir = Path(run) if Path(run).is_dir() else loaded.source.parent.parent
-    path = Path(out) if out else run_dir / ("results.json" if split == "val" else f"results_{split}.json")
+    name = "results.json" if split == "val" else f"results_{split}.json"
+    if out:
+        path = Path(out)
+    elif Path(run).is_dir():
+        path = Path(run) / name
+    elif loaded.source.parent.name == "checkpoints":  # RUN/checkpoints/x.pt → RUN/results.json
+        path = loaded.source.parent.parent / name
+    else:  # a loose checkpoint or exported file: next to it
+        path = loaded.source.with_name(f"{loaded.source.stem}_{name}")
     path.write_text(json.dumps(results, indent=2))
     return results, path

@@ -116,7 +116,7 @@ def predict_image(run: LoadedRun, rgb: np.ndarray, *, max_side: int = 1024) -> d
     the predictions resized back (bilinear), which bounds memory on large photos.
     """
     device = next(run.model.parameters()).device
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
     h, w = x.shape[-2:]
     scale = min(1.0, max_side / max(h, w))
     inp = upsample_to(x, (max(1, round(h * scale)), max(1, round(w * scale)))) if scale < 1 else x

@@ -142,6 +142,13 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, dict[str, float]]:
+        if self.dist.enabled:
+            # DDP broadcasts buffers at the start of a forward, so after the last step each rank holds
+            # BN statistics of its own batch: evaluate every shard with rank 0's (the checkpointed) ones
+            import torch.distributed as dist
+
+            for buf in self.model.buffers():
+                dist.broadcast(buf, src=0)
         loader = D.make_eval_loader(self.cfg, self.val_set, rank=self.dist.rank, world_size=self.dist.world_size)
         results = evaluate(
             self.model, loader, self.eval_tasks, device=self.device, bf16=self.cfg.train.bf16,
@@ -222,7 +229,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         record = {"loss": float(total.detach())}
-        record.update({f"loss/{k}": float(v) for k, v in losses.items()})
+        record.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
         record.update({k: float(v) for k, v in log.items() if isinstance(v, (int, float))})
         return record
 

@@ -26,3 +26,5 @@ __all__ = [
 
 # importing an architecture's file registers it
 from mtdense.models import cross_stitch, stl_mtl  # noqa: E402, F401
+from mtdense.models import padnet  # noqa: E402, F401
+from mtdense.models import mtinet  # noqa: E402, F401

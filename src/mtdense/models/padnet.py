@@ -78,7 +78,10 @@ Setting = Literal["paper", "mtinet_hrnet"]
 DistillationName = Literal["concat", "message", "attention", "pairwise"]
 
 #: Per setting: (default distillation, default width of the main-task features).
-_SETTING_DEFAULTS: dict[str, tuple[str, int]] = {"paper": ("attention", 512), "mtinet_hrnet": ("pairwise", 256)}
+_SETTING_DEFAULTS: dict[str, tuple[str, int]] = {
+    "paper": ("attention", 512),
+    "mtinet_hrnet": ("pairwise", 256),
+}
 
 
 class PADNetConfig(ModelConfig):
@@ -138,20 +141,28 @@ class MultiScaleAggregation(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         size = features[-1].shape[-2:]
-        maps = [upsample_to(conv(f), size) for conv, f in zip(self.reduce, features[:-1])]
+        maps = [upsample_to(conv(f), size) for conv, f in zip(self.reduce, features[:-1], strict=True)]
         return torch.cat([*maps, features[-1]], dim=1)
 
 
 class _PaperFrontEnd(nn.Module):
     """Aggregation, intermediate predictions and prediction-to-feature convs of the ``paper`` setting."""
 
-    def __init__(self, feature_info: Sequence[FeatureInfo], *, cfg: PADNetConfig, heads: Mapping[str, int],
-                 aux: Sequence[str]) -> None:
+    def __init__(
+        self,
+        feature_info: Sequence[FeatureInfo],
+        *,
+        cfg: PADNetConfig,
+        heads: Mapping[str, int],
+        aux: Sequence[str],
+    ) -> None:
         super().__init__()
         assert cfg.channels is not None
         self.aggregate = MultiScaleAggregation(feature_info, cfg.agg_channels)
         width = {t: cfg.channels // 2 if t in aux else cfg.channels for t in heads}
-        self.task_features = nn.ModuleDict({t: _deconv_bn_relu(self.aggregate.out_channels, width[t]) for t in heads})
+        self.task_features = nn.ModuleDict(
+            {t: _deconv_bn_relu(self.aggregate.out_channels, width[t]) for t in heads}
+        )
         self.score = nn.ModuleDict({t: nn.Conv2d(width[t], k, 1) for t, k in heads.items()})
         # Sec. 3.4: "prediction maps ... are first transformed to feature maps with more channels"
         self.embed = nn.ModuleDict({t: ConvBNReLU(k, width[t], 3) for t, k in heads.items()})
@@ -163,7 +174,9 @@ class _PaperFrontEnd(nn.Module):
     def branch(self, task: str) -> list[nn.Module]:
         return [self.task_features[task], self.score[task]]
 
-    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def forward(
+        self, features: Sequence[Tensor], size: tuple[int, int]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         x = self.aggregate(features)
         preds = {t: upsample_to(self.score[t](f(x)), size) for t, f in self.task_features.items()}
         return preds, {t: self.embed[t](p) for t, p in preds.items()}
@@ -172,13 +185,22 @@ class _PaperFrontEnd(nn.Module):
 class _FusedFrontEnd(nn.Module):
     """Fused multi-level features, two Bottlenecks and a 1x1 prediction per task (``mtinet_hrnet``)."""
 
-    def __init__(self, feature_info: Sequence[FeatureInfo], *, cfg: PADNetConfig, heads: Mapping[str, int],
-                 aux: Sequence[str]) -> None:
+    def __init__(
+        self,
+        feature_info: Sequence[FeatureInfo],
+        *,
+        cfg: PADNetConfig,
+        heads: Mapping[str, int],
+        aux: Sequence[str],
+    ) -> None:
         super().__init__()
         assert cfg.channels is not None
         c_in, c = sum(f.channels for f in feature_info), cfg.channels
         self.task_features = nn.ModuleDict(
-            {t: nn.Sequential(residual_block(Bottleneck, c_in, c), residual_block(Bottleneck, c, c)) for t in heads}
+            {
+                t: nn.Sequential(residual_block(Bottleneck, c_in, c), residual_block(Bottleneck, c, c))
+                for t in heads
+            }
         )
         self.score = nn.ModuleDict({t: nn.Conv2d(c, k, 1) for t, k in heads.items()})
         self.out_channels = {t: c for t in heads}
@@ -189,7 +211,9 @@ class _FusedFrontEnd(nn.Module):
     def branch(self, task: str) -> list[nn.Module]:
         return [self.task_features[task], self.score[task]]
 
-    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def forward(
+        self, features: Sequence[Tensor], size: tuple[int, int]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         x = fuse_hrnet_features(features)
         feats = {t: f(x) for t, f in self.task_features.items()}
         return {t: self.score[t](f) for t, f in feats.items()}, feats
@@ -214,7 +238,10 @@ def _bottleneck_decoder(in_channels: int, out_channels: int, width: int) -> nn.S
 
 
 #: setting -> (front-end class, decoder factory ``(in_channels, out_channels, width)``).
-_SETTINGS = {"paper": (_PaperFrontEnd, _deconv_decoder), "mtinet_hrnet": (_FusedFrontEnd, _bottleneck_decoder)}
+_SETTINGS = {
+    "paper": (_PaperFrontEnd, _deconv_decoder),
+    "mtinet_hrnet": (_FusedFrontEnd, _bottleneck_decoder),
+}
 
 
 class PADNet(MultiTaskModel):
@@ -244,7 +271,9 @@ class PADNet(MultiTaskModel):
         self.setting = cfg.setting
         self.pretrain_task = cfg.pretrain_task
         frontend_cls, decoder = _SETTINGS[cfg.setting]
-        self.frontend = frontend_cls(backbone.feature_info, cfg=cfg, heads=self.all_heads, aux=list(self.aux_heads))
+        self.frontend = frontend_cls(
+            backbone.feature_info, cfg=cfg, heads=self.all_heads, aux=list(self.aux_heads)
+        )
         self.distillation: Distillation = build_distillation(
             cfg.distillation, channels=self.frontend.out_channels, targets=list(self.heads)
         )

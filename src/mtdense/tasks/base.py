@@ -78,6 +78,12 @@ class Task(ABC):
         return pred.detach().float().cpu().numpy()
 
 
+def single_channel(x: Tensor | np.ndarray) -> np.ndarray:
+    """A one-channel map ``(1, H, W)`` or ``(H, W)`` → float32 ``(H, W)``."""
+    a = as_numpy(x).astype(np.float32)
+    return a[0] if a.ndim == 3 else a
+
+
 def as_numpy(x: Tensor | np.ndarray) -> np.ndarray:
     """Detach a tensor to a numpy array (numpy arrays pass through)."""
     if isinstance(x, torch.Tensor):

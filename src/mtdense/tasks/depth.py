@@ -10,7 +10,7 @@ from torch import Tensor
 
 from mtdense.losses import build_loss
 from mtdense.metrics import DepthMeter
-from mtdense.tasks.base import Task, as_numpy
+from mtdense.tasks.base import Task, single_channel
 
 
 class DepthTask(Task):
@@ -46,8 +46,8 @@ class DepthTask(Task):
         return DepthMeter(reduction=self.reduction, min_depth=self.min_depth, max_depth=self.max_depth)
 
     def visualize(self, x: Tensor | np.ndarray) -> np.ndarray:
-        """Depth ``(1, H, W)`` or ``(H, W)`` → turbo colours (near = blue... far = red); invalid (≤ 0) is black."""
-        d = as_numpy(x).astype(np.float32).squeeze()
+        """Depth ``(1, H, W)`` or ``(H, W)`` → turbo colours (near blue, far red); invalid (≤ 0) is black."""
+        d = single_channel(x)
         valid = np.isfinite(d) & (d > 0)
         hi = self.vis_max_depth or (float(np.percentile(d[valid], 99)) if valid.any() else 1.0)
         rgb = colormaps["turbo"](np.clip(d / max(hi, 1e-6), 0, 1))[..., :3]

@@ -6,8 +6,8 @@ import numpy as np
 from torch import Tensor
 
 from mtdense.losses import build_loss
-from mtdense.metrics import EdgeMeter
-from mtdense.tasks.base import Task, as_numpy
+from mtdense.metrics import EdgeMeter, FastEdgeMeter
+from mtdense.tasks.base import Task, single_channel
 
 
 class EdgeTask(Task):
@@ -31,11 +31,11 @@ class EdgeTask(Task):
     def postprocess(self, pred: Tensor) -> Tensor:
         return pred.sigmoid()
 
-    def make_meter(self) -> EdgeMeter:
-        return EdgeMeter(max_dist=self.max_dist, approximate=not self.exact)
+    def make_meter(self) -> EdgeMeter | FastEdgeMeter:
+        return EdgeMeter(self.max_dist) if self.exact else FastEdgeMeter(self.max_dist)
 
     def visualize(self, x: Tensor | np.ndarray) -> np.ndarray:
         """Edge probability or target ``(1, H, W)`` → grey (white = edge); ignore (255) is shown mid-grey."""
-        e = as_numpy(x).astype(np.float32).squeeze()
+        e = single_channel(x)
         grey = np.where(e == 255, 0.5, np.clip(e, 0, 1))
         return np.repeat((grey * 255).round().astype(np.uint8)[..., None], 3, axis=2)

@@ -32,11 +32,17 @@ class SceneBuilder:
             f = self.rng.uniform(0.45, 0.8)
             color2 = tuple(c * f for c in color)
         return Material(
-            color=tuple(color), color2=tuple(color2), pattern=pattern, seed=int(self.rng.integers(1 << 20)), **kw
+            color=tuple(color),
+            color2=tuple(color2),
+            pattern=pattern,
+            seed=int(self.rng.integers(1 << 20)),
+            **kw,
         )
 
     def surface(self, label: int, material: Material, instance: int | None = None) -> Surface:
-        return Surface(label=label, instance=self.instance() if instance is None else instance, material=material)
+        return Surface(
+            label=label, instance=self.instance() if instance is None else instance, material=material
+        )
 
     def free_spot(self, x: float, z: float, r: float) -> bool:
         """True if a disc of radius ``r`` at ``(x, z)`` overlaps no registered footprint."""

@@ -147,7 +147,9 @@ def _add_table(room: _Room, x: float, z: float, yaw: float, w: float, d: float):
     legs = Surface(TABLE, inst, b.material(Pattern.PLAIN, b.color(_METAL), contrast=0.1))
     room.prims.append(Box(surface=top, center=(x, h - th / 2, z), half=(w / 2, th / 2, d / 2), yaw=yaw))
     if rng.random() < 0.25:  # pedestal table
-        room.prims.append(Cylinder(surface=legs, x=x, z=z, radius=rng.uniform(0.03, 0.06), y0=0.03, y1=h - th))
+        room.prims.append(
+            Cylinder(surface=legs, x=x, z=z, radius=rng.uniform(0.03, 0.06), y0=0.03, y1=h - th)
+        )
         room.prims.append(Cylinder(surface=legs, x=x, z=z, radius=min(w, d) * 0.35, y0=0.0, y1=0.03))
     else:
         lt = rng.uniform(0.035, 0.07)
@@ -171,7 +173,9 @@ def _add_chair(room: _Room, x: float, z: float, yaw: float):
     if rng.random() > 0.15:  # not a stool
         bh, bt = rng.uniform(0.35, 0.55), rng.uniform(0.03, 0.05)
         bx, bz = place(x, z, yaw, 0.0, -s / 2 + bt / 2)
-        room.prims.append(Box(surface=body, center=(bx, sh + bh / 2, bz), half=(s / 2, bh / 2, bt / 2), yaw=yaw))
+        room.prims.append(
+            Box(surface=body, center=(bx, sh + bh / 2, bz), half=(s / 2, bh / 2, bt / 2), yaw=yaw)
+        )
     lt = rng.uniform(0.025, 0.045)
     hl = (sh - st) / 2
     for sx in (-1, 1):
@@ -190,7 +194,9 @@ def _add_lamp(room: _Room, x: float, z: float, y0: float, height: float, scale: 
     room.prims.append(Cylinder(surface=metal, x=x, z=z, radius=r_base, y0=y0, y1=y0 + 0.03 * scale))
     room.prims.append(Cylinder(surface=metal, x=x, z=z, radius=0.015 * scale, y0=y0 + 0.03, y1=y0 + height))
     if rng.random() < 0.7:
-        room.prims.append(Cylinder(surface=shade, x=x, z=z, radius=r_shade, y0=y0 + height, y1=y0 + height + h_shade))
+        room.prims.append(
+            Cylinder(surface=shade, x=x, z=z, radius=r_shade, y0=y0 + height, y1=y0 + height + h_shade)
+        )
     else:
         room.prims.append(Sphere(surface=shade, center=(x, y0 + height + r_shade, z), radius=r_shade))
 
@@ -255,7 +261,9 @@ def generate(rng: np.random.Generator) -> Scene:
     faces[2] = b.surface(FLOOR, _floor_material(b))
     ceil_col = b.color(PRIORS[CEILING])
     faces[3] = b.surface(CEILING, b.material(Pattern.PLAIN, ceil_col, scale=2.0, contrast=0.1))
-    shell = RoomShell(surface=b.surface(WALL, wall_mat), face_surfaces=faces, lo=(-W / 2, 0.0, -D / 2), hi=(W / 2, H, D / 2))
+    shell = RoomShell(
+        surface=b.surface(WALL, wall_mat), face_surfaces=faces, lo=(-W / 2, 0.0, -D / 2), hi=(W / 2, H, D / 2)
+    )
     room.prims.append(shell)
     yb = -H / 2  # face coordinate b of the floor line on walls
 
@@ -269,7 +277,9 @@ def generate(rng: np.random.Generator) -> Scene:
             room.floor_occ[face].append((a0 - 0.3, a0 + dw + 0.3))
             col = b.color(PRIORS[DOOR])
             kind = choice(rng, [Pattern.PANELS, Pattern.WOOD, Pattern.PLAIN])
-            mat = b.material(kind, col, shade_of(rng, col, 0.4, 0.7), scale=dw / 2, offset=(-a0, -yb), contrast=0.4)
+            mat = b.material(
+                kind, col, shade_of(rng, col, 0.4, 0.7), scale=dw / 2, offset=(-a0, -yb), contrast=0.4
+            )
             shell.decals.append(Decal(face, (a0, a0 + dw, yb, yb + dh), b.surface(DOOR, mat)))
 
     # windows
@@ -365,9 +375,9 @@ def generate(rng: np.random.Generator) -> Scene:
         if spot is None:
             continue
         x, z = spot
-        tyaw = (rng.choice([0.0, math.pi / 2]) if rng.random() < 0.7 else rng.uniform(0, math.pi)) + rng.uniform(
-            -0.1, 0.1
-        )
+        tyaw = (
+            rng.choice([0.0, math.pi / 2]) if rng.random() < 0.7 else rng.uniform(0, math.pi)
+        ) + rng.uniform(-0.1, 0.1)
         top_y = _add_table(room, x, z, tyaw, tw, td)
         sides = [(0.0, td / 2 + 0.3), (0.0, -td / 2 - 0.3), (tw / 2 + 0.3, 0.0), (-tw / 2 - 0.3, 0.0)]
         for k in rng.permutation(4)[: int(rng.integers(0, 5))]:
@@ -401,7 +411,9 @@ def generate(rng: np.random.Generator) -> Scene:
         x0, z0 = rng.uniform(-W / 2 + 0.2, W / 2 - 0.2 - rw), rng.uniform(-D / 2 + 0.2, D / 2 - 0.2 - rd)
         col = b.color(PRIORS[RUG])
         kind = choice(rng, [Pattern.NOISE, Pattern.WOOD, Pattern.TILES])
-        mat = b.material(kind, col, b.color(PRIORS[RUG]), scale=rng.uniform(0.2, 0.6), contrast=rng.uniform(0.3, 0.8))
+        mat = b.material(
+            kind, col, b.color(PRIORS[RUG]), scale=rng.uniform(0.2, 0.6), contrast=rng.uniform(0.3, 0.8)
+        )
         shell.decals.append(Decal(2, (x0, x0 + rw, z0, z0 + rd), b.surface(RUG, mat)))
 
     # ceiling fixtures carrying the point lights
@@ -411,8 +423,18 @@ def generate(rng: np.random.Generator) -> Scene:
         lx, lz = rng.uniform(-W / 2 + 0.5, W / 2 - 0.5), rng.uniform(-D / 2 + 0.5, D / 2 - 0.5)
         hx, hz = rng.uniform(0.12, 0.35), rng.uniform(0.12, 0.35)
         mat = b.material(Pattern.PLAIN, (0.9, 0.9, 0.85), contrast=0.05, emission=rng.uniform(1.5, 3.0))
-        room.prims.append(Box(surface=b.surface(LAMP, mat), center=(lx, H - 0.02, lz), half=(hx, 0.02, hz)))
-        lights.append(Light(intensity=rng.uniform(1.2, 2.5) / math.sqrt(n_lights), position=(lx, H - 0.12, lz), r0=rng.uniform(2.0, 3.5)))
+        # the light hangs just below its fixture, which therefore shadows nothing but the ceiling
+        # around it: leaving it out of shadow tests saves testing every shadow ray against it
+        fixture = Box(surface=b.surface(LAMP, mat), center=(lx, H - 0.02, lz), half=(hx, 0.02, hz))
+        fixture.casts_shadow = False
+        room.prims.append(fixture)
+        lights.append(
+            Light(
+                intensity=rng.uniform(1.2, 2.5) / math.sqrt(n_lights),
+                position=(lx, H - 0.12, lz),
+                r0=rng.uniform(2.0, 3.5),
+            )
+        )
 
     return Scene(
         primitives=room.prims,

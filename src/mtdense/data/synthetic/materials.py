@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import colorsys
 import enum
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,14 +64,67 @@ class Material:
         self.seed = int(self.seed)
         self.offset = (float(self.offset[0]), float(self.offset[1]))
 
-    def evaluate(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray | float]:
-        """Albedo ``(3, M)`` float32 and emission (scalar or ``(M,)``) at face coordinates ``a, b``."""
-        if self.offset != (0.0, 0.0):
-            a, b = a + self.offset[0], b + self.offset[1]
-        if self.angle:
-            c, s = math.cos(self.angle), math.sin(self.angle)
-            a, b = c * a + s * b, -s * a + c * b
-        return _PATTERNS[self.pattern](self, a / self.scale, b / self.scale)
+    def evaluate(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Albedo ``(3, M)`` float32 and emission ``(M,)`` at face coordinates ``a, b`` (metres)."""
+        return MaterialTable([self]).evaluate(np.zeros(np.shape(a), np.int32), a, b)
+
+
+class MaterialTable:
+    """Parameters of many materials as arrays, so that all rays showing one pattern are textured in a
+    single vectorised call whatever their material (per-ray parameters are gathered by material id).
+    """
+
+    def __init__(self, materials: list[Material]) -> None:
+        self.pattern = np.array([int(m.pattern) for m in materials], np.int8)
+        self.color = np.array([m.color for m in materials], np.float32).reshape(-1, 3).T.copy()  # (3, M)
+        self.color2 = np.array([m.color2 for m in materials], np.float32).reshape(-1, 3).T.copy()
+        cols = [(m.scale, m.contrast, m.angle, m.emission, *m.offset) for m in materials]
+        self.scalars = np.array(cols, np.float32).reshape(-1, 6).T.copy()  # (6, M)
+        self.seed = np.array([m.seed for m in materials], np.int64)
+
+    def evaluate(self, mid: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Albedo ``(3, N)`` and emission ``(N,)`` of rays showing materials ``mid (N,)`` at ``(a, b)``."""
+        n = mid.shape[0]
+        albedo = np.empty((3, n), np.float32)
+        emit = np.empty(n, np.float32)
+        pat = np.take(self.pattern, mid)
+        kinds = np.unique(pat)
+        for p in kinds:
+            # (np.take: 2-D fancy indexing is several times slower)
+            ids = None if len(kinds) == 1 else np.flatnonzero(pat == p)
+            m = mid if ids is None else np.take(mid, ids)
+            aa, bb = (a, b) if ids is None else (np.take(a, ids), np.take(b, ids))
+            scale, contrast, angle, emission, off_a, off_b = np.take(self.scalars, m, axis=1)
+            aa, bb = aa + off_a, bb + off_b
+            if np.any(angle):
+                c, s = np.cos(angle), np.sin(angle)
+                aa, bb = c * aa + s * bb, -s * aa + c * bb
+            params = _Params(
+                np.take(self.color, m, axis=1),
+                np.take(self.color2, m, axis=1),
+                contrast,
+                emission,
+                np.take(self.seed, m),
+            )
+            alb, em = _PATTERNS[Pattern(int(p))](params, aa / scale, bb / scale)
+            if ids is None:
+                albedo[:], emit[:] = alb, em
+            else:
+                for i in range(3):
+                    albedo[i, ids] = alb[i]
+                emit[ids] = em
+        return albedo, emit
+
+
+@dataclass
+class _Params:
+    """Per-ray material parameters handed to the pattern functions (colours ``(3, N)``)."""
+
+    color: np.ndarray
+    color2: np.ndarray
+    contrast: np.ndarray
+    emission: np.ndarray
+    seed: np.ndarray
 
 
 # --------------------------------------------------------------------------------------------- noise
@@ -119,43 +171,38 @@ _NOISE = _make_noise_texture()
 _CELLS = _hash2(np.arange(64)[None, :], np.arange(64)[:, None], 12345)  # (64, 64) uniform table
 
 
-def noise(a: np.ndarray, b: np.ndarray, seed: int) -> np.ndarray:
+def noise(a: np.ndarray, b: np.ndarray, seed) -> np.ndarray:
     """Fractal noise in [0, 1] at ``(a, b)`` (one lattice cell per unit); ``seed`` shifts the table."""
     oa, ob = (seed * 7919) % _TEX, (seed * 104729) % _TEX
-    ia = ((a * _UNIT).astype(np.int32) + oa) & (_TEX - 1)
-    ib = ((b * _UNIT).astype(np.int32) + ob) & (_TEX - 1)
+    ia = ((a * _UNIT).astype(np.int64) + oa) & (_TEX - 1)
+    ib = ((b * _UNIT).astype(np.int64) + ob) & (_TEX - 1)
     return _NOISE[ib, ia]
 
 
-def cell_random(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
+def cell_random(i: np.ndarray, j: np.ndarray, seed) -> np.ndarray:
     """A uniform [0, 1) value per integer cell ``(i, j)`` (tiles, bricks, windows); period 64 cells."""
-    return _CELLS[(j.astype(np.int32) + seed * 31) & 63, (i.astype(np.int32) + seed * 17) & 63]
+    return _CELLS[(j.astype(np.int64) + seed * 31) & 63, (i.astype(np.int64) + seed * 17) & 63]
 
 
-def _mix(c1, c2, w: np.ndarray) -> np.ndarray:
-    c1 = np.asarray(c1, np.float32)[:, None]
-    c2 = np.asarray(c2, np.float32)[:, None]
+def _mix(c1: np.ndarray, c2: np.ndarray, w: np.ndarray) -> np.ndarray:
     return c1 + (c2 - c1) * w[None, :]
 
 
-def _tint(color, f: np.ndarray) -> np.ndarray:
-    return np.asarray(color, np.float32)[:, None] * f[None, :].astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------ patterns
-def _pattern_plain(m: Material, a, b):
+# Each pattern maps scaled face coordinates (one texture period = 1) to (albedo (3, N), emission (N,)).
+def _pattern_plain(m: _Params, a, b):
     n = noise(a * 0.5, b * 0.5, m.seed)
-    return _tint(m.color, 1.0 + m.contrast * (n - 0.5)), m.emission
+    return m.color * (1.0 + m.contrast * (n - 0.5))[None, :], m.emission
 
 
-def _pattern_wood(m: Material, a, b):
+def _pattern_wood(m: _Params, a, b):
     warp = noise(a * 0.2, b * 1.5, m.seed)
     grain = 0.5 + 0.5 * np.sin(2 * np.pi * (b * 6.0 + 2.5 * warp))
     w = m.contrast * grain**2
     return _mix(m.color, m.color2, w) * (0.92 + 0.16 * noise(a, b, m.seed + 7))[None, :], m.emission
 
 
-def _pattern_tiles(m: Material, a, b):
+def _pattern_tiles(m: _Params, a, b):
     fa, fb = np.floor(a), np.floor(b)
     u, v = a - fa, b - fb
     grout = np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v)) < 0.035
@@ -165,7 +212,7 @@ def _pattern_tiles(m: Material, a, b):
     return _mix(m.color, m.color2, w), m.emission
 
 
-def _pattern_brick(m: Material, a, b):
+def _pattern_brick(m: _Params, a, b):
     rows = b * 3.0  # three rows per period; a brick is one period long
     row = np.floor(rows)
     shifted = a + 0.5 * (row % 2)
@@ -173,66 +220,61 @@ def _pattern_brick(m: Material, a, b):
     u, v = shifted - col, rows - row
     mortar = (np.minimum(u, 1 - u) < 0.03) | (np.minimum(v, 1 - v) < 0.06)
     f = 1.0 + m.contrast * (cell_random(col, row, m.seed) - 0.5) + 0.1 * (noise(a * 2, b * 2, m.seed) - 0.5)
-    albedo = _tint(m.color, f)
-    mortar_c = _tint(m.color2, np.ones_like(f))
-    return np.where(mortar[None, :], mortar_c, albedo), m.emission
+    return np.where(mortar[None, :], m.color2, m.color * f[None, :]), m.emission
 
 
-def _pattern_noise(m: Material, a, b):
+def _pattern_noise(m: _Params, a, b):
     n = noise(a, b, m.seed)
     w = np.clip((n - 0.5) * (1.0 + 3.0 * m.contrast) + 0.5, 0.0, 1.0)
     return _mix(m.color, m.color2, w), m.emission
 
 
-def _pattern_facade(m: Material, a, b):
+def _pattern_facade(m: _Params, a, b):
     # one storey per period vertically; windows every 0.8 period horizontally
     fb = b - np.floor(b)
     ah = a / 0.8
     fa = ah - np.floor(ah)
     window = (fb > 0.32) & (fb < 0.85) & (fa > 0.22) & (fa < 0.78)
-    wall = _tint(m.color, 0.9 + 0.2 * noise(a, b, m.seed))
-    glass = _tint(m.color2, 0.6 + 0.8 * cell_random(np.floor(ah), np.floor(b), m.seed + 3))
+    wall = m.color * (0.9 + 0.2 * noise(a, b, m.seed))[None, :]
+    glass = m.color2 * (0.6 + 0.8 * cell_random(np.floor(ah), np.floor(b), m.seed + 3))[None, :]
     return np.where(window[None, :], glass, wall), m.emission
 
 
-def _pattern_panels(m: Material, a, b):
+def _pattern_panels(m: _Params, a, b):
     u = a - np.floor(a)
     v = (b * 2.0) - np.floor(b * 2.0)
     gap = (np.minimum(u, 1 - u) < 0.015) | (np.minimum(v, 1 - v) < 0.03)
     handle = (np.abs(u - 0.5) < 0.08) & (np.abs(v - 0.75) < 0.03)
-    base = _tint(m.color, 0.95 + 0.1 * noise(a, b, m.seed))
-    dark = _tint(m.color2, np.ones_like(u))
-    return np.where((gap | handle)[None, :], dark, base), m.emission
+    base = m.color * (0.95 + 0.1 * noise(a, b, m.seed))[None, :]
+    return np.where((gap | handle)[None, :], m.color2, base), m.emission
 
 
-def _pattern_canvas(m: Material, a, b):
+def _pattern_canvas(m: _Params, a, b):
     n1 = noise(a * 0.6, b * 0.6, m.seed)
     n2 = noise(a * 0.6, b * 0.6, m.seed + 11)
-    third = np.array(m.color2[::-1], np.float32)
+    third = m.color2[::-1]  # a third colour: the second one with its channels reversed
     albedo = _mix(m.color, m.color2, np.clip(2 * n1 - 0.5, 0, 1))
-    return albedo + (third[:, None] - albedo) * np.clip(2 * n2 - 1.0, 0, 1)[None, :], m.emission
+    return albedo + (third - albedo) * np.clip(2 * n2 - 1.0, 0, 1)[None, :], m.emission
 
 
-def _pattern_window(m: Material, a, b):
+def _pattern_window(m: _Params, a, b):
     u = a - np.floor(a)
     v = b - np.floor(b)
     frame = (np.minimum(u, 1 - u) < 0.04) | (np.minimum(v, 1 - v) < 0.04)
-    sky = _tint(m.color, 0.85 + 0.3 * noise(a * 0.4, b * 0.4, m.seed))
-    frame_c = _tint(m.color2, np.ones_like(u))
-    emit = np.where(frame, np.float32(0.0), np.float32(m.emission))
-    return np.where(frame[None, :], frame_c, sky), emit
+    sky = m.color * (0.85 + 0.3 * noise(a * 0.4, b * 0.4, m.seed))[None, :]
+    emit = np.where(frame, np.float32(0.0), m.emission)
+    return np.where(frame[None, :], m.color2, sky), emit
 
 
-def _pattern_road(m: Material, a, b):
+def _pattern_road(m: _Params, a, b):
     asphalt = _mix(m.color, m.color2, noise(a * 1.5, b * 1.5, m.seed))
     u = a - np.round(a)  # lane boundaries at integer multiples of the lane width
     dash = (b * 0.25 - np.floor(b * 0.25)) < 0.5
     mark = (np.abs(u) < 0.035) & dash
-    paint = np.full_like(asphalt, 0.75)
-    return np.where(mark[None, :], paint, asphalt), m.emission
+    return np.where(mark[None, :], np.float32(0.75), asphalt), m.emission
 
 
-_PATTERNS: dict[Pattern, Callable[[Material, np.ndarray, np.ndarray], tuple]] = {
+_PATTERNS: dict[Pattern, Callable[[_Params, np.ndarray, np.ndarray], tuple]] = {
     Pattern.PLAIN: _pattern_plain,
     Pattern.WOOD: _pattern_wood,
     Pattern.TILES: _pattern_tiles,

@@ -10,15 +10,18 @@ Pipeline of :func:`render_scene` (no Python loop over pixels; loops run over pri
    rays inside that screen rectangle are tested against it (exact: a ray can hit a convex solid only
    inside the projection of its hull).
 3. **Z-buffer.** Analytic intersections (:mod:`.primitives`); each ray keeps the minimum ``t``.
-4. **Surfaces.** Per primitive, on its winning rays: normal, face, face coordinates, decals, label,
-   instance and procedural albedo (:mod:`.materials`).
+4. **Surfaces.** Rays are sorted by primitive and primitives by kind, so one vectorised call per
+   kind (with per-ray parameters gathered from a table) gives normals, faces and face coordinates;
+   then decals, labels, instances and the procedural albedo, one call per texture pattern
+   (:mod:`.materials`).
 5. **Shading.** Lambertian: ``L = ρ·(E_amb(n) + Σ_l I_l·max(0, n·l̂)·V_l·f_l) + ρ·e`` with a
    hemispherical ambient ``E_amb = a·(1 − h + h·n_up)``, point lights with falloff
-   ``f = r0² / (r0² + d²)`` or a directional sun (``f = 1``), and visibility ``V_l`` from shadow rays,
-   culled per occluder with its bounding sphere.
+   ``f = r0² / (r0² + d²)`` or a directional sun (``f = 1``), and visibility ``V_l`` from shadow rays
+   (candidate ray–occluder pairs from bounding volumes, then exact tests; :func:`_visibility`).
 6. **Anti-aliasing (RGB only).** Pixels whose 4-neighbourhood contains another instance, primitive or
-   face are re-rendered with 4 rotated-grid subsamples and averaged; the ground truth always comes
-   from the pixel-centre ray, so it stays exact.
+   face are re-rendered with 4 rotated-grid subsamples (tested against the primitives hit by the
+   3×3 neighbourhood of pixel centres) and averaged; the ground truth always comes from the
+   pixel-centre ray, so it stays exact.
 7. **Sensor.** Auto-exposure (97th luminance percentile), gamma 2.2, Gaussian noise, 8-bit rounding.
 8. **Edges.** A pixel is an edge if a 4-neighbour belongs to another instance (hence also to any other
    label) and the pixel is the nearer of the two (ties: the left / upper one), giving 1-px contours
@@ -28,12 +31,13 @@ Pipeline of :func:`render_scene` (no Python loop over pixels; loops run over pri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from .materials import noise
-from .primitives import BOX_EDGES, Primitive
+from .materials import MaterialTable, noise
+from .primitives import BOX_EDGES, KERNELS, Primitive, PrimType, Surface
 
 NEAR = 0.01
 """Near-plane distance (m) used to clip bounding boxes before projecting them."""
@@ -42,6 +46,19 @@ SHADOW_OFFSET = 2e-3
 AA_OFFSETS = ((-0.125, -0.375), (0.375, -0.125), (0.125, 0.375), (-0.375, 0.125))
 """Rotated-grid 4× supersampling pattern (pixel units)."""
 VOID = 255
+
+
+class _Stopwatch:
+    """Accumulates CPU seconds per named stage into ``timings`` (no-op when it is None)."""
+
+    def __init__(self, timings: dict | None) -> None:
+        self.timings, self.t = timings, time.process_time() if timings is not None else 0.0
+
+    def lap(self, stage: str) -> None:
+        if self.timings is not None:
+            now = time.process_time()
+            self.timings[stage] = self.timings.get(stage, 0.0) + now - self.t
+            self.t = now
 
 
 @dataclass
@@ -89,7 +106,6 @@ class Scene:
     sky: Sky | None = None
     exposure: float = 1.0
     noise: float = 0.01
-    extra: dict = field(default_factory=dict)
 
 
 def intrinsics(size: tuple[int, int], hfov_deg: float) -> tuple[float, float, float, float]:
@@ -112,15 +128,15 @@ def camera_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------- culling
 def screen_rects(
-    prims: list[Primitive], *, rotation: np.ndarray, position, K: tuple[float, float, float, float]
+    corners: np.ndarray, *, rotation: np.ndarray, position, K: tuple[float, float, float, float]
 ) -> np.ndarray:
-    """``(P, 4)`` float array ``(u_min, u_max, v_min, v_max)`` of each primitive's projection.
+    """``(P, 4)`` float array ``(u_min, u_max, v_min, v_max)`` of the projections of bounding boxes
+    with ``corners (P, 8, 3)`` (world, in :data:`BOX_EDGES` order).
 
-    The bounding box is clipped by the plane ``z = NEAR`` (vertices in front plus edge crossings)
-    before projecting; a primitive entirely behind gets an empty rectangle (``u_min > u_max``).
+    Each box is clipped by the plane ``z = NEAR`` (vertices in front plus edge crossings) before
+    projecting; a box entirely behind the camera gets an empty rectangle (``u_min > u_max``).
     """
     fx, fy, cx, cy = K
-    corners = np.stack([p.corners() for p in prims])  # (P, 8, 3)
     cam = (corners - np.asarray(position)) @ rotation  # (P, 8, 3) camera coordinates
     a, b = cam[:, BOX_EDGES[:, 0]], cam[:, BOX_EDGES[:, 1]]  # (P, 12, 3)
     za, zb = a[..., 2], b[..., 2]
@@ -149,180 +165,233 @@ def screen_rects(
 
 
 # ---------------------------------------------------------------------------------------------- rays
-class _GridRays:
-    """All pixel-centre rays of an ``H × W`` image, directions ``(3, H, W)``; rect → slices."""
+def _pixel_window(rect: np.ndarray, h: int, w: int) -> tuple[slice, slice] | None:
+    """Rows and columns of the pixel centres inside ``rect = (u_min, u_max, v_min, v_max)``."""
+    if not (rect[0] <= rect[1] and rect[2] <= rect[3]):  # entirely behind the camera
+        return None
+    i0, i1 = max(0, math.ceil(max(rect[0], -1.0))), min(w, math.floor(min(rect[1], w)) + 1)
+    j0, j1 = max(0, math.ceil(max(rect[2], -1.0))), min(h, math.floor(min(rect[3], h)) + 1)
+    if i0 >= i1 or j0 >= j1:
+        return None
+    return slice(j0, j1), slice(i0, i1)
 
-    def __init__(self, d: np.ndarray) -> None:
-        self.d = d
-        self.shape = d.shape[1:]
 
-    def select(self, rect):
-        h, w = self.shape
-        if not (rect[0] <= rect[1] and rect[2] <= rect[3]):  # behind the camera
-            return None
-        i0, i1 = max(0, math.ceil(max(rect[0], -1.0))), min(w, math.floor(min(rect[1], w)) + 1)
-        j0, j1 = max(0, math.ceil(max(rect[2], -1.0))), min(h, math.floor(min(rect[3], h)) + 1)
-        if i0 >= i1 or j0 >= j1:
-            return None
-        return (slice(j0, j1), slice(i0, i1))
-
-    def take(self, sel):
-        return self.d[0][sel], self.d[1][sel], self.d[2][sel]
-
-    @staticmethod
-    def update(t, pid, sel, tk, k):
-        tb = t[sel]
+def _trace(
+    prims: list[Primitive], rects: np.ndarray, origin: tuple, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Z-buffer of the pixel-centre rays ``d (3, H, W)`` over primitives: nearest ``t`` (``inf`` = miss)
+    and primitive index (−1 = miss), each primitive tested only inside its screen rectangle."""
+    h, w = d.shape[1:]
+    t = np.full((h, w), np.inf, np.float32)
+    pid = np.full((h, w), -1, np.int16)
+    for k, prim in enumerate(prims):
+        win = _pixel_window(rects[k], h, w)
+        if win is None:
+            continue
+        tk = prim.intersect(origin, (d[0][win], d[1][win], d[2][win]))
+        tb = t[win]  # views: the updates below write into t and pid
         m = tk < tb
         tb[m] = tk[m]
-        pid[sel][m] = k
+        pid[win][m] = k
+    return t, pid
 
 
-class _ListRays:
-    """An arbitrary set of rays with continuous pixel coordinates ``u, v (N,)`` and ``d (3, N)``."""
-
-    def __init__(self, d: np.ndarray, u: np.ndarray, v: np.ndarray) -> None:
-        self.d, self.u, self.v = d, u, v
-        self.shape = u.shape
-
-    def select(self, rect):
-        m = (self.u >= rect[0]) & (self.u <= rect[1]) & (self.v >= rect[2]) & (self.v <= rect[3])
-        idx = np.flatnonzero(m)
-        return idx if idx.size else None
-
-    def take(self, sel):
-        return self.d[0][sel], self.d[1][sel], self.d[2][sel]
-
-    @staticmethod
-    def update(t, pid, sel, tk, k):
-        m = tk < t[sel]
-        ids = sel[m]
-        t[ids] = tk[m]
-        pid[ids] = k
+def _neighbour_candidates(pid2d: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``(A, 9)`` primitives hit by the 3×3 pixel-centre neighbourhood of each flat pixel index, with
+    duplicates and misses set to −1."""
+    padded = np.pad(pid2d, 1, mode="edge")
+    v, u = np.divmod(pixels, pid2d.shape[1])
+    cand = np.stack([padded[v + 1 + dv, u + 1 + du] for dv in (-1, 0, 1) for du in (-1, 0, 1)], axis=1)
+    cand.sort(axis=1)
+    cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1
+    return cand
 
 
-def _trace(prims: list[Primitive], rects: np.ndarray, origin: tuple, rays) -> tuple[np.ndarray, np.ndarray]:
-    """Z-buffer over primitives: nearest ``t`` (``inf`` = miss) and primitive index (−1 = miss)."""
-    t = np.full(rays.shape, np.inf, np.float32)
-    pid = np.full(rays.shape, -1, np.int16)
-    for k, prim in enumerate(prims):
-        sel = rays.select(rects[k])
-        if sel is None:
-            continue
-        tk = prim.intersect(origin, rays.take(sel))
-        rays.update(t, pid, sel, tk, k)
+def _trace_candidates(comp, origin: tuple, d: np.ndarray, cand: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hit of each ray ``d (3, S)`` among its candidate primitives ``cand (S, C)`` (−1 = none).
+
+    Used for the anti-aliasing subsamples: a subsample can only hit what the pixel centres around it
+    hit (up to objects thinner than a pixel, which matter little for a colour average), so all
+    (ray, candidate) pairs are intersected at once, one vectorised call per primitive kind.
+    """
+    n_rays, n_cand = cand.shape
+    rows, cols = np.nonzero(cand >= 0)
+    prim = cand[rows, cols]
+    t_all = np.full(n_rays * n_cand, np.inf, np.float32)
+    kinds = np.take(comp.kind, prim)
+    for kind in np.unique(kinds):
+        m = kinds == kind
+        r = rows[m]
+        dirs = (np.take(d[0], r), np.take(d[1], r), np.take(d[2], r))
+        kd = PrimType(int(kind))
+        t_all[r * n_cand + cols[m]] = KERNELS[kd][0](origin, dirs, comp.params(kd, prim[m]))
+    t_all = t_all.reshape(n_rays, n_cand)
+    best = np.argmin(t_all, axis=1)
+    t = np.take_along_axis(t_all, best[:, None], axis=1)[:, 0]
+    pid = np.take_along_axis(cand, best[:, None], axis=1)[:, 0].astype(np.int16)
+    pid[~np.isfinite(t)] = -1
     return t, pid
 
 
 # ------------------------------------------------------------------------------------------ surfaces
+class _Compiled:
+    """A scene as arrays: primitives sorted by kind (so each kind's rays form one slice after sorting
+    rays by primitive), per-kind parameter tables, surface / material tables, shadow occluders."""
+
+    def __init__(self, scene: Scene) -> None:
+        prims = sorted(scene.primitives, key=lambda q: int(q.kind))  # stable
+        n = len(prims)
+        self.prims = prims
+        self.kind = np.array([int(q.kind) for q in prims], np.int8)
+        self.slot = np.zeros(n, np.int64)
+        self.tables: dict[PrimType, np.ndarray] = {}
+        self.kind_range: dict[PrimType, tuple[int, int]] = {}
+        for kd in PrimType:
+            ks = np.flatnonzero(self.kind == kd)
+            if ks.size:
+                self.tables[kd] = np.array(
+                    [prims[k].params for k in ks], np.float32
+                ).T.copy()  # (ncols, n_kd)
+                self.slot[ks] = np.arange(ks.size)
+                self.kind_range[kd] = (int(ks[0]), int(ks[-1]) + 1)
+
+        surfaces: list[Surface] = []
+        seen: dict[int, int] = {}
+
+        def sid(srf: Surface) -> int:
+            if id(srf) not in seen:
+                seen[id(srf)] = len(surfaces)
+                surfaces.append(srf)
+            return seen[id(srf)]
+
+        self.face_sid = np.zeros((max(n, 1), 6), np.int32)
+        self.decals: list[tuple[int, int, tuple, int]] = []
+        for k, q in enumerate(prims):
+            self.face_sid[k, :] = sid(q.surface)
+            for f, srf in q.face_surfaces.items():
+                self.face_sid[k, f] = sid(srf)
+            for dc in q.decals:
+                self.decals.append((k, dc.face, dc.rect, sid(dc.surface)))
+        materials: list = []
+        mseen: dict[int, int] = {}
+        for srf in surfaces:
+            if id(srf.material) not in mseen:
+                mseen[id(srf.material)] = len(materials)
+                materials.append(srf.material)
+        self.surf_label = np.array([srf.label for srf in surfaces], np.uint8)
+        self.surf_inst = np.array([srf.instance for srf in surfaces], np.int32)
+        self.surf_mat = np.array([mseen[id(srf.material)] for srf in surfaces], np.int32)
+        self.materials = MaterialTable(materials)
+        self.corners = np.array([q.corners() for q in prims], np.float64).reshape(-1, 8, 3)
+        self.occ = _Occluders.of(prims, self.corners)
+
+    def params(self, kind: PrimType, pid: np.ndarray) -> tuple:
+        """Per-ray kernel parameters (tuple of ``(M,)`` arrays) of primitives ``pid`` of one kind."""
+        return tuple(np.take(self.tables[kind], np.take(self.slot, pid), axis=1))
+
+
 @dataclass
 class _Hits:
     """Per-ray results in the caller's ray order."""
 
     radiance: np.ndarray  # (3, N) linear
-    normal: np.ndarray  # (3, N) world, zero on misses
-    label: np.ndarray  # (N,) uint8
-    instance: np.ndarray  # (N,) int32, 0 on misses
-    face: np.ndarray  # (N,) int8
+    normal: np.ndarray | None  # (3, N) world, zero on misses
+    label: np.ndarray | None  # (N,) uint8
+    instance: np.ndarray | None  # (N,) int32, 0 on misses
+    face: np.ndarray | None  # (N,) int8
 
 
 @dataclass
 class _Occluders:
-    """Shadow casters grouped by object (the instance of their main surface), with one bounding
-    sphere per group: compound objects (a chair's seat, back and legs) are culled together."""
+    """Bounding spheres and boxes of the primitives that cast shadows."""
 
-    members: list[list[int]]
+    prims: np.ndarray  # (Q,) primitive ids
     centers: np.ndarray  # (Q, 3) float64
     radii: np.ndarray  # (Q,) float64
-    spheres: dict[int, tuple[np.ndarray, float]]  # per member primitive
+    corners: np.ndarray  # (Q, 8, 3) float64, of an enclosing box
 
     @classmethod
-    def of(cls, prims: list[Primitive]) -> _Occluders:
-        groups: dict[int, list[int]] = {}
-        for k, p in enumerate(prims):
-            if p.casts_shadow:
-                groups.setdefault(p.surface.instance, []).append(k)
-        members = list(groups.values())
-        centers, radii, member_spheres = [], [], {}
-        for ks in members:
-            spheres = [prims[k].bounding_sphere() for k in ks]
-            c = np.mean([sc for sc, _ in spheres], axis=0)
-            centers.append(c)
-            radii.append(max(float(np.linalg.norm(sc - c)) + sr for sc, sr in spheres))
-            member_spheres.update(zip(ks, spheres, strict=True))
+    def of(cls, prims: list[Primitive], corners: np.ndarray) -> _Occluders:
+        ids = [k for k, q in enumerate(prims) if q.casts_shadow]
+        spheres = [prims[k].bounding_sphere() for k in ids]
         return cls(
-            members, np.array(centers, np.float64).reshape(-1, 3), np.array(radii, np.float64), member_spheres
+            prims=np.array(ids, np.int64),
+            centers=np.array([c for c, _ in spheres], np.float64).reshape(-1, 3),
+            radii=np.array([r for _, r in spheres], np.float64),
+            corners=corners[ids],
         )
 
 
-def _evaluate(scene: Scene, occ: _Occluders, origin: tuple, d: np.ndarray, t: np.ndarray, pid: np.ndarray) -> _Hits:
+def _evaluate(
+    scene: Scene,
+    comp: _Compiled,
+    origin: tuple,
+    d: np.ndarray,
+    t: np.ndarray,
+    pid: np.ndarray,
+    *,
+    clock: _Stopwatch,
+    radiance_only: bool = False,
+) -> _Hits:
     """Surfaces and shading of rays ``d (3, N)`` with z-buffer results ``t, pid (N,)``.
 
-    Rays are processed sorted by primitive, so that each primitive's rays form one contiguous slice
-    (views instead of gathers); the results are scattered back to the input order once at the end.
+    Rays are sorted by primitive; since primitives are sorted by kind, each kind's rays form one
+    contiguous slice and are handled by one vectorised kernel call with per-ray parameters. The
+    results are scattered back to the input order at the end (only the radiance if
+    ``radiance_only``; the other fields are then None).
     """
-    n, prims = t.shape[0], scene.primitives
+    n = t.shape[0]
     order = np.argsort(pid, kind="stable")
-    ps, ts, ds = pid[order], t[order], d[:, order]
-    bounds = np.searchsorted(ps, np.arange(len(prims) + 1))
+    ps, ts, ds = pid[order], t[order], np.take(d, order, axis=1)
+    bounds = np.searchsorted(ps, np.arange(len(comp.prims) + 1))
     h0 = int(bounds[0])  # misses come first
     normal = np.zeros((3, n), np.float32)
-    albedo = np.zeros((3, n), np.float32)
-    emit = np.zeros(n, np.float32)
-    label = np.full(n, VOID if scene.sky is None else scene.sky.label, np.uint8)
-    instance = np.zeros(n, np.int32)
     face = np.zeros(n, np.int8)
+    a = np.zeros(n, np.float32)
+    b = np.zeros(n, np.float32)
     p = np.zeros((3, n), np.float32)
     for i in range(3):
         p[i, h0:] = origin[i] + ts[h0:] * ds[i, h0:]
-    for k, prim in enumerate(prims):
-        a0, a1 = int(bounds[k]), int(bounds[k + 1])
+    for kind, (k0, k1) in comp.kind_range.items():
+        a0, a1 = int(bounds[k0]), int(bounds[k1])
         if a0 == a1:
             continue
         sl = slice(a0, a1)
-        nrm, fc, a, b = prim.geometry(p[:, sl])
-        normal[:, sl] = nrm
-        face[sl] = fc
-        surfaces = [prim.surface]
-        which = None
-        for f, srf in prim.face_surfaces.items():
-            m = fc == f
-            if m.any():
-                which = np.zeros(a1 - a0, np.int16) if which is None else which
-                surfaces.append(srf)
-                which[m] = len(surfaces) - 1
-        for dc in prim.decals:
-            a_0, a_1, b_0, b_1 = dc.rect
-            m = (fc == dc.face) & (a >= a_0) & (a <= a_1) & (b >= b_0) & (b <= b_1)
-            if m.any():
-                which = np.zeros(a1 - a0, np.int16) if which is None else which
-                surfaces.append(dc.surface)
-                which[m] = len(surfaces) - 1
-        if which is None:
-            alb, em = prim.surface.material.evaluate(a, b)
-            albedo[:, sl], emit[sl] = alb, em
-            label[sl], instance[sl] = prim.surface.label, prim.surface.instance
+        normal[:, sl], face[sl], a[sl], b[sl] = KERNELS[kind][1](p[:, sl], comp.params(kind, ps[sl]))
+    hs = slice(h0, n)
+    sid = np.zeros(n, np.int32)
+    sid[hs] = np.take(comp.face_sid.ravel(), ps[hs].astype(np.int64) * 6 + face[hs])
+    for k, f, (ra0, ra1, rb0, rb1), s in comp.decals:
+        a0, a1 = int(bounds[k]), int(bounds[k + 1])
+        if a0 == a1:
             continue
-        for j, srf in enumerate(surfaces):
-            sub = np.flatnonzero(which == j)
-            if sub.size == 0:
-                continue
-            ids = sub + a0
-            alb, em = srf.material.evaluate(a[sub], b[sub])
-            albedo[:, ids], emit[ids] = alb, em
-            label[ids], instance[ids] = srf.label, srf.instance
-    rad = _shade(scene, occ, ds, p, ps, normal, albedo, emit, h0)
+        fa, fb = a[a0:a1], b[a0:a1]
+        m = (face[a0:a1] == f) & (fa >= ra0) & (fa <= ra1) & (fb >= rb0) & (fb <= rb1)
+        sid[a0:a1][m] = s
+    albedo = np.zeros((3, n), np.float32)
+    emit = np.zeros(n, np.float32)
+    albedo[:, hs], emit[hs] = comp.materials.evaluate(comp.surf_mat[sid[hs]], a[hs], b[hs])
+    clock.lap("surfaces")
+    rad = _shade(scene, comp, ds, p, ps, normal, albedo, emit, h0)
+    clock.lap("shading")
+    # back to the input order: gathering with the inverse permutation is much faster than
+    # scattering with 2-D fancy indexing
+    inv = np.empty_like(order)
+    inv[order] = np.arange(n)
+    if radiance_only:
+        return _Hits(np.take(rad, inv, axis=1), None, None, None, None)
+    label = np.full(n, VOID if scene.sky is None else scene.sky.label, np.uint8)
+    instance = np.zeros(n, np.int32)
+    label[hs] = comp.surf_label[sid[hs]]
+    instance[hs] = comp.surf_inst[sid[hs]]
     out = _Hits(
-        radiance=np.empty_like(rad),
-        normal=np.empty_like(normal),
-        label=np.empty_like(label),
-        instance=np.empty_like(instance),
-        face=np.empty_like(face),
+        radiance=np.take(rad, inv, axis=1),
+        normal=np.take(normal, inv, axis=1),
+        label=label[inv],
+        instance=instance[inv],
+        face=face[inv],
     )
-    out.radiance[:, order] = rad
-    out.normal[:, order] = normal
-    out.label[order] = label
-    out.instance[order] = instance
-    out.face[order] = face
+    clock.lap("surfaces")
     return out
 
 
@@ -346,104 +415,113 @@ def _binned(k1: np.ndarray, k2: np.ndarray):
     starts = np.zeros(_BINS * _BINS + 1, np.int64)
     np.cumsum(np.bincount(bins, minlength=_BINS * _BINS), out=starts[1:])
 
-    def to_bin(axis: int, a: np.ndarray, b: np.ndarray):
-        i0 = np.clip(np.floor((a - lo[axis]) * f[axis]), 0, _BINS - 1).astype(np.int64)
-        i1 = np.clip(np.floor((b - lo[axis]) * f[axis]), -1, _BINS - 1).astype(np.int64)
-        return i0, np.where(b < lo[axis], -1, i1)
+    def to_bin(axis: int, lo_k: np.ndarray, hi_k: np.ndarray):
+        i0 = np.clip(np.floor((lo_k - lo[axis]) * f[axis]), 0, _BINS - 1).astype(np.int64)
+        i1 = np.clip(np.floor((hi_k - lo[axis]) * f[axis]), -1, _BINS - 1).astype(np.int64)
+        return i0, np.where(hi_k < lo[axis], -1, i1)
 
     return order, starts, to_bin
 
 
-def _visibility(
-    scene: Scene, occ: _Occluders, light: Light, origins: np.ndarray, self_pid: np.ndarray
-) -> np.ndarray:
+def _dot3(axis: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``axis · v`` for a 3-vector and ``v (3, N)``, element-wise in float32 (no BLAS: its result can
+    depend on the thread count, which would break bit-exact determinism)."""
+    a = [np.float32(x) for x in axis]
+    return a[0] * v[0] + a[1] * v[1] + a[2] * v[2]
+
+
+def _visibility(comp: _Compiled, light: Light, origins: np.ndarray, self_pid: np.ndarray) -> np.ndarray:
     """1 where the segment from each origin ``(3, K)`` to ``light`` is free, else 0 (``(K,)`` float32).
 
-    Candidate rays per occluder group come from its bounding sphere, found without a
-    (rays × occluders) table: rays are binned once on a 2-D key, each group takes the bins its sphere
-    can reach, then a finer test. For a point light the key is ``(û_x, û_z)`` of the unit direction
-    from the light: a sphere subtending a half-angle α around ``û_c`` is reached only by directions
-    within the chord ``2 sin(α/2)`` of ``û_c`` in every component, and within the cone
-    ``û·û_c ≥ cos α``, by rays that end beyond it. For a sun the key is the origin's orthographic
-    projection ``(q1, q2)`` on a plane ⊥ ``s``: the sphere is reached only from the disc
-    ``|q − q_c| ≤ r``, by origins that are not already past it along ``s``.
+    (ray, occluder) candidate pairs come from bounding spheres, without a (rays × occluders) table:
+    rays are binned once on a 2-D key, each occluder takes the bins its sphere can reach, then a
+    finer test; the surviving pairs are intersected exactly, one vectorised call per primitive kind.
+    For a point light the key is ``(û_x, û_z)`` of the unit direction from the light: a sphere
+    subtending a half-angle α around ``û_c`` is reached only by directions within the chord
+    ``2 sin(α/2)`` of ``û_c`` in every component and inside the cone ``û·û_c ≥ cos α``, by rays that
+    end beyond the sphere's near side. For a sun the key is the origin's orthographic projection
+    ``(q1, q2)`` on a plane ⊥ ``s``; the projection is linear, so an occluder is reached only from
+    the rectangle spanned by its bounding-box corners' projections, by origins that lie below its
+    highest corner along ``s`` (tighter than a sphere for long buildings).
     """
+    occ = comp.occ
     k_rays = origins.shape[1]
     vis = np.ones(k_rays, np.float32)
-    if not occ.members or k_rays == 0:
+    if occ.radii.size == 0 or k_rays == 0:
         return vis
     r = occ.radii
     point = light.direction is None
     if point:
-        lpos = np.asarray(light.position, np.float32)
+        lpos64 = np.asarray(light.position, np.float64)
+        lpos = lpos64.astype(np.float32)
         w = origins - lpos[:, None]
         dist = np.sqrt((w * w).sum(0))
         u = w / dist[None, :]
         k1, k2 = u[0], u[2]
-        cv = occ.centers - np.asarray(light.position)
+        cv = occ.centers - lpos64
         cd = np.sqrt((cv * cv).sum(1))
         uc = cv / np.maximum(cd, 1e-9)[:, None]
-        inside = cd <= r
-        cos_a = np.sqrt(np.clip(1.0 - (r / np.maximum(cd, 1e-9)) ** 2, 0.0, 1.0))
+        inside = cd <= r  # the light is inside the sphere: every direction may reach it
+        cos_a = np.where(
+            inside, -2.0, np.sqrt(np.clip(1.0 - (r / np.maximum(cd, 1e-9)) ** 2, 0.0, 1.0)) - 1e-6
+        )
         band = np.where(inside, 4.0, np.sqrt(np.maximum(2.0 - 2.0 * cos_a, 0.0)) + 1e-4)
         c1, c2 = uc[:, 0], uc[:, 2]
-        dirs = lpos[:, None] - origins  # t in (0, 1) reaches the light
-        tmax = 1.0
+        uc, near, cos_a = uc.astype(np.float32), (cd - r - 1e-3).astype(np.float32), cos_a.astype(np.float32)
     else:
         s = np.asarray(light.direction, np.float64)
         e1 = np.cross(s, [0.0, 1.0, 0.0] if abs(s[1]) < 0.9 else [1.0, 0.0, 0.0])
         e1 /= np.linalg.norm(e1)
         e2 = np.cross(s, e1)
-        k1 = e1.astype(np.float32) @ origins
-        k2 = e2.astype(np.float32) @ origins
-        qs = s.astype(np.float32) @ origins
-        c1, c2, cs = occ.centers @ e1, occ.centers @ e2, occ.centers @ s
-        band = r
-        dirs = np.broadcast_to(s.astype(np.float32)[:, None], origins.shape)
-        tmax = np.inf
+        k1, k2, qs = (_dot3(axis, origins) for axis in (e1, e2, s))
+        p1, p2, ps = occ.corners @ e1, occ.corners @ e2, occ.corners @ s  # (Q, 8) each
+        pad = 1e-3  # metres, against float32 round-off on silhouettes
+        lo1, hi1, lo2, hi2 = p1.min(1) - pad, p1.max(1) + pad, p2.min(1) - pad, p2.max(1) + pad
+        box = np.stack([lo1, hi1, lo2, hi2, ps.max(1)]).astype(np.float32)  # (5, Q)
     order, starts, to_bin = _binned(k1, k2)
-    r0, r1 = to_bin(0, c1 - band, c1 + band)
-    q0, q1 = to_bin(1, c2 - band, c2 + band)
-    for j, members in enumerate(occ.members):
-        if r0[j] > r1[j] or q0[j] > q1[j]:
-            continue
-        pieces = [order[starts[row * _BINS + q0[j]] : starts[row * _BINS + q1[j] + 1]] for row in range(r0[j], r1[j] + 1)]
-        ci = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        if ci.size == 0:
-            continue
-        ci = ci[vis[ci] > 0]
+    if point:
+        r0, r1 = to_bin(0, c1 - band, c1 + band)
+        q0, q1 = to_bin(1, c2 - band, c2 + band)
+    else:
+        r0, r1 = to_bin(0, lo1, hi1)
+        q0, q1 = to_bin(1, lo2, hi2)
+    pieces, owners = [], []
+    for j in np.flatnonzero((r0 <= r1) & (q0 <= q1)):
+        for row in range(r0[j], r1[j] + 1):
+            i0, i1 = starts[row * _BINS + q0[j]], starts[row * _BINS + q1[j] + 1]
+            if i1 > i0:
+                pieces.append(order[i0:i1])
+                owners.append((j, i1 - i0))
+    if not pieces:
+        return vis
+    ray = np.concatenate(pieces)
+    j = np.repeat(np.array([o for o, _ in owners]), [c for _, c in owners])
+    prim = np.take(occ.prims, j)
+    ok = np.take(self_pid, ray) != prim
+    if point:
+        ug = np.take(uc, j, axis=0)
+        cosang = np.take(u[0], ray) * ug[:, 0] + np.take(u[1], ray) * ug[:, 1] + np.take(u[2], ray) * ug[:, 2]
+        ok &= (cosang >= np.take(cos_a, j)) & (np.take(dist, ray) > np.take(near, j))
+    else:
+        b1, b2 = np.take(k1, ray), np.take(k2, ray)
+        bj = np.take(box, j, axis=1)
+        ok &= (b1 >= bj[0]) & (b1 <= bj[1]) & (b2 >= bj[2]) & (b2 <= bj[3]) & (bj[4] > np.take(qs, ray))
+    ray, prim = ray[ok], prim[ok]
+
+    # exact tests, one call per kind
+    kinds = np.take(comp.kind, prim)
+    for kind in np.unique(kinds):
+        m = kinds == kind
+        rk, pk = ray[m], prim[m]
+        o = (np.take(origins[0], rk), np.take(origins[1], rk), np.take(origins[2], rk))
         if point:
-            fine = dist[ci] > cd[j] - r[j]
-            if not inside[j]:
-                cosang = u[0, ci] * uc[j, 0] + u[1, ci] * uc[j, 1] + u[2, ci] * uc[j, 2]
-                fine &= cosang >= cos_a[j] - 1e-6
+            dirs = (lpos[0] - o[0], lpos[1] - o[1], lpos[2] - o[2])  # t in (0, 1) reaches the light
+            tmax = 1.0
         else:
-            d1, d2 = k1[ci] - c1[j], k2[ci] - c2[j]
-            fine = (d1 * d1 + d2 * d2 <= r[j] ** 2) & (cs[j] - qs[ci] > -r[j])
-        ci = ci[fine]
-        for k in members:
-            cik = ci[self_pid[ci] != k]
-            if len(members) > 1 and cik.size:  # the member's own sphere, same tests
-                mc, mr = occ.spheres[k]
-                if point:
-                    mv = mc - light.position
-                    md = float(np.sqrt(mv @ mv))
-                    if md > mr:
-                        mu = (mv / md).astype(np.float32)
-                        cos_m = np.float32(math.sqrt(max(0.0, 1.0 - (mr / md) ** 2)) - 1e-6)
-                        cosang = u[0, cik] * mu[0] + u[1, cik] * mu[1] + u[2, cik] * mu[2]
-                        cik = cik[cosang >= cos_m]
-                else:
-                    d1, d2 = k1[cik] - float(mc @ e1), k2[cik] - float(mc @ e2)
-                    cik = cik[d1 * d1 + d2 * d2 <= mr * mr]
-            if cik.size == 0:
-                continue
-            o = (origins[0, cik], origins[1, cik], origins[2, cik])
-            tk = scene.primitives[k].intersect(o, (dirs[0, cik], dirs[1, cik], dirs[2, cik]))
-            blocked = tk < tmax
-            if blocked.any():
-                vis[cik[blocked]] = 0.0
-                ci = ci[vis[ci] > 0]
+            dirs = tuple(float(v) for v in s)
+            tmax = np.inf
+        tk = KERNELS[PrimType(int(kind))][0](o, dirs, comp.params(PrimType(int(kind)), pk))
+        vis[rk[tk < tmax]] = 0.0
     return vis
 
 
@@ -464,7 +542,7 @@ def _sky(scene: Scene, d: np.ndarray) -> np.ndarray:
     return col
 
 
-def _shade(scene: Scene, occ: _Occluders, d, p, pid, normal, albedo, emit, h0: int) -> np.ndarray:
+def _shade(scene: Scene, comp: _Compiled, d, p, pid, normal, albedo, emit, h0: int) -> np.ndarray:
     """Linear radiance ``(3, N)`` of rays sorted so that misses come first (``[:h0]``); step 5."""
     n_rays = pid.shape[0]
     rad = np.zeros((3, n_rays), np.float32)
@@ -487,8 +565,8 @@ def _shade(scene: Scene, occ: _Occluders, d, p, pid, normal, albedo, emit, h0: i
         lit = np.flatnonzero(ndotl > 0)
         if lit.size == 0:
             continue
-        origins = ph[:, lit] + np.float32(SHADOW_OFFSET) * n[:, lit]
-        vis = _visibility(scene, occ, light, origins, own[lit])
+        origins = np.take(ph, lit, axis=1) + np.float32(SHADOW_OFFSET) * np.take(n, lit, axis=1)
+        vis = _visibility(comp, light, origins, own[lit])
         contrib = ndotl[lit] * vis * (fall[lit] if fall is not None else np.float32(light.intensity))
         irr[lit] += contrib
     rad[:, h0:] = albedo[:, h0:] * (irr + emit[h0:])[None, :]
@@ -535,9 +613,30 @@ def _gamma_lut() -> np.ndarray:
 
 
 _GAMMA = _gamma_lut()
+_NOISE_TABLE = np.random.default_rng(20240601).standard_normal(1 << 20, dtype=np.float32)
 
 
-def render_scene(scene: Scene, size: tuple[int, int], rng: np.random.Generator, *, aa: bool = True) -> dict:
+def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal noise of ``shape``: a window of a fixed table at a random offset.
+
+    Drawing ~150k normals per image costs more than the rest of the sensor model; a random window
+    of a 2^20-sample table is as good for sensor noise (no visible pattern) and deterministic in rng.
+    """
+    n = math.prod(shape)
+    if n > _NOISE_TABLE.size // 2:
+        return rng.standard_normal(shape, dtype=np.float32)
+    start = int(rng.integers(0, _NOISE_TABLE.size - n + 1))
+    return _NOISE_TABLE[start : start + n].reshape(shape)
+
+
+def render_scene(
+    scene: Scene,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    aa: bool = True,
+    timings: dict[str, float] | None = None,
+) -> dict:
     """Render ``scene`` at ``size = (H, W)``.
 
     Returns numpy arrays: ``image`` (H, W, 3) uint8; ``semseg`` (H, W) uint8 class ids (255 = void,
@@ -545,22 +644,26 @@ def render_scene(scene: Scene, size: tuple[int, int], rng: np.random.Generator, 
     surface (sky); ``normals`` (H, W, 3) float32 unit camera-frame normals facing the camera, zero
     where no surface; ``edge`` (H, W) uint8 in {0, 1}; ``instance`` (H, W) int32 (0 = sky);
     ``intrinsics`` (4,) float64 ``fx, fy, cx, cy``. ``rng`` only drives the sensor noise.
+    ``timings``, if given, receives the CPU seconds spent per stage (for benchmarks).
     """
+    clock = _Stopwatch(timings)
     h, w = size
     K = intrinsics(size, scene.hfov_deg)
     fx, fy, cx, cy = K
     rot = camera_rotation(scene.yaw, scene.pitch, scene.roll)
     origin = tuple(float(v) for v in scene.camera_position)
-    prims = scene.primitives
-    rects = screen_rects(prims, rotation=rot, position=origin, K=K)
-    occ = _Occluders.of(prims)
+    comp = _Compiled(scene)
+    prims = comp.prims
+    rects = screen_rects(comp.corners, rotation=rot, position=origin, K=K)
+    clock.lap("setup")
 
     xc = ((np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(fx))[None, :]
     yc = ((np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(fy))[:, None]
     d_grid = _directions(rot, xc, yc)  # (3, H, W)
-    t, pid = _trace(prims, rects, origin, _GridRays(d_grid))
+    t, pid = _trace(prims, rects, origin, d_grid)
     t, pid, d = t.ravel(), pid.ravel(), d_grid.reshape(3, -1)
-    hits = _evaluate(scene, occ, origin, d, t, pid)
+    clock.lap("trace")
+    hits = _evaluate(scene, comp, origin, d, t, pid, clock=clock)
     rad = hits.radiance
 
     inst2d = hits.instance.reshape(h, w)
@@ -571,38 +674,45 @@ def render_scene(scene: Scene, size: tuple[int, int], rng: np.random.Generator, 
             pu = (aa_pix % w).astype(np.float32)
             pv = (aa_pix // w).astype(np.float32)
             off = np.asarray(AA_OFFSETS, np.float32)
-            su = (pu[None, :] + off[:, 0:1]).ravel()  # sample-major: (4 · A,)
-            sv = (pv[None, :] + off[:, 1:2]).ravel()
-            sd = _directions(rot, (su - np.float32(cx)) / np.float32(fx), (sv - np.float32(cy)) / np.float32(fy))
-            st, spid = _trace(prims, rects, origin, _ListRays(sd, su, sv))
-            srad = _evaluate(scene, occ, origin, sd, st, spid).radiance
-            rad[:, aa_pix] = srad.reshape(3, len(AA_OFFSETS), -1).mean(1)
+            su = (pu[:, None] + off[None, :, 0]).ravel()  # pixel-major (A · 4,)
+            sv = (pv[:, None] + off[None, :, 1]).ravel()
+            sd = _directions(
+                rot, (su - np.float32(cx)) / np.float32(fx), (sv - np.float32(cy)) / np.float32(fy)
+            )
+            cand = np.repeat(_neighbour_candidates(pid.reshape(h, w), aa_pix), len(AA_OFFSETS), axis=0)
+            st, spid = _trace_candidates(comp, origin, sd, cand)
+            clock.lap("aa")
+            srad = _evaluate(scene, comp, origin, sd, st, spid, clock=clock, radiance_only=True).radiance
+            mean = srad.reshape(3, -1, len(AA_OFFSETS)).mean(2)
+            for i in range(3):
+                rad[i, aa_pix] = mean[i]
+            clock.lap("aa")
 
     # sensor: auto exposure on luminance, gamma via a lookup table, noise in display space
     lum = 0.2126 * rad[0] + 0.7152 * rad[1] + 0.0722 * rad[2]
-    ref = float(np.partition(lum, int(0.97 * (lum.size - 1)))[int(0.97 * (lum.size - 1))])
+    q = int(0.97 * (lum.size - 1))
+    ref = float(np.partition(lum, q)[q])
     gain = np.float32(0.92 * scene.exposure / max(ref, 1e-6))
     lin = np.clip(rad.T.reshape(h, w, 3) * gain, 0.0, 1.0)
     disp = _GAMMA[(lin * 4095.0 + 0.5).astype(np.int32)]
-    disp += np.float32(scene.noise) * rng.standard_normal(disp.shape, dtype=np.float32)
+    disp += np.float32(scene.noise) * _gaussian_noise(rng, disp.shape)
     image = (np.clip(disp, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    clock.lap("sensor")
 
     hit = pid >= 0
     depth = np.where(hit, t, np.float32(0.0)).reshape(h, w)
-    n_cam = (rot.T.astype(np.float32) @ hits.normal).T  # (N, 3)
-    d_cam = np.stack(
-        [np.broadcast_to(xc, (h, w)).ravel(), np.broadcast_to(yc, (h, w)).ravel(), np.ones(h * w, np.float32)],
-        axis=1,
-    )
-    flip = (n_cam * d_cam).sum(1) > 0  # orient towards the camera (robust to round-off on grazing faces)
-    n_cam[flip] *= -1.0
-    normals = n_cam.reshape(h, w, 3)
+    nw = hits.normal
+    # orient towards the camera (n·d < 0); only round-off on grazing faces can violate it
+    facing = nw[0] * d[0] + nw[1] * d[1] + nw[2] * d[2]
+    nw = np.where((facing > 0)[None, :], -nw, nw)
+    normals = np.stack([_dot3(rot[:, i], nw) for i in range(3)], axis=-1).reshape(h, w, 3)
     edge = thin_edges(inst2d, np.where(hit, t, np.float32(np.inf)).reshape(h, w))
+    clock.lap("ground truth")
     return {
         "image": image,
         "semseg": hits.label.reshape(h, w),
         "depth": depth,
-        "normals": np.ascontiguousarray(normals),
+        "normals": normals,
         "edge": edge,
         "instance": inst2d,
         "intrinsics": np.array(K, np.float64),

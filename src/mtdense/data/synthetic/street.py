@@ -111,14 +111,24 @@ def _car(st: _Street, x: float, z: float, yaw: float):
     b, rng = st.b, st.b.rng
     length, width = rng.uniform(3.8, 4.9), rng.uniform(1.65, 1.9)
     clear, body_h = rng.uniform(0.2, 0.32), rng.uniform(0.5, 0.75)
-    cab_h, cab_l, cab_off = rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.6) * length, rng.uniform(-0.15, 0.05) * length
+    cab_h, cab_l, cab_off = (
+        rng.uniform(0.4, 0.6),
+        rng.uniform(0.45, 0.6) * length,
+        rng.uniform(-0.15, 0.05) * length,
+    )
     inst = b.instance()
     body_mat = b.material(Pattern.PLAIN, b.color(PRIORS[CAR]), contrast=0.1, scale=2.0)
     body = Surface(CAR, inst, body_mat)
     dark = Surface(CAR, inst, _plain(b, _DARK))
     glass = Surface(CAR, inst, b.material(Pattern.PLAIN, b.color(_GLASS), contrast=0.3, scale=0.5))
-    st.add(Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.42), yaw=yaw))
-    st.add(Box(surface=body, center=(x, clear + body_h / 2, z), half=(width / 2, body_h / 2, length / 2), yaw=yaw))
+    st.add(
+        Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.42), yaw=yaw)
+    )
+    st.add(
+        Box(
+            surface=body, center=(x, clear + body_h / 2, z), half=(width / 2, body_h / 2, length / 2), yaw=yaw
+        )
+    )
     cx, cz = place(x, z, yaw, 0.0, cab_off)
     st.add(
         Box(
@@ -141,7 +151,9 @@ def _truck(st: _Street, x: float, z: float, yaw: float):
     cargo = Surface(TRUCK, inst, b.material(Pattern.PLAIN, b.color(PRIORS[TRUCK]), contrast=0.15, scale=3.0))
     cab = Surface(TRUCK, inst, b.material(Pattern.PLAIN, b.color(PRIORS[TRUCK]), contrast=0.1))
     dark = Surface(TRUCK, inst, _plain(b, _DARK))
-    st.add(Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.45), yaw=yaw))
+    st.add(
+        Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.45), yaw=yaw)
+    )
     ccx, ccz = place(x, z, yaw, 0.0, -front * cab_l / 2)
     st.add(
         Box(
@@ -152,7 +164,14 @@ def _truck(st: _Street, x: float, z: float, yaw: float):
         )
     )
     kx, kz = place(x, z, yaw, 0.0, front * (length / 2 - cab_l / 2))
-    st.add(Box(surface=cab, center=(kx, clear + cab_h / 2, kz), half=(width / 2, cab_h / 2, cab_l / 2 - 0.05), yaw=yaw))
+    st.add(
+        Box(
+            surface=cab,
+            center=(kx, clear + cab_h / 2, kz),
+            half=(width / 2, cab_h / 2, cab_l / 2 - 0.05),
+            yaw=yaw,
+        )
+    )
 
 
 def _pole(st: _Street, x: float, z: float, side: int, y0: float):
@@ -179,7 +198,9 @@ def _tree(st: _Street, x: float, z: float, y0: float):
     b, rng = st.b, st.b.rng
     inst = b.instance()
     bark_col = b.color(_BARK)
-    bark = Surface(VEGETATION, inst, b.material(Pattern.NOISE, bark_col, shade_of(rng, bark_col, 0.4, 0.7), scale=0.3))
+    bark = Surface(
+        VEGETATION, inst, b.material(Pattern.NOISE, bark_col, shade_of(rng, bark_col, 0.4, 0.7), scale=0.3)
+    )
     th = rng.uniform(1.8, 3.5)
     st.add(Cylinder(surface=bark, x=x, z=z, radius=rng.uniform(0.1, 0.25), y0=y0, y1=y0 + th))
     leaf_col = b.color(PRIORS[VEGETATION])
@@ -225,11 +246,24 @@ def generate(rng: np.random.Generator) -> Scene:
     road = b.material(Pattern.ROAD, road_col, shade_of(rng, road_col, 0.6, 1.3), scale=lane, contrast=0.4)
     st.slab(ROAD, road, x0=-rw2, x1=rw2, y0=-0.1, y1=0.0, z0=z0, z1=zfar, shadow=False)
     side_col = b.color(PRIORS[SIDEWALK])
-    side_mat = b.material(Pattern.TILES, side_col, shade_of(rng, side_col, 0.5, 0.85), scale=rng.uniform(0.3, 0.7))
+    side_mat = b.material(
+        Pattern.TILES, side_col, shade_of(rng, side_col, 0.5, 0.85), scale=rng.uniform(0.3, 0.7)
+    )
     inst_side = b.instance()
     for s in (-1, 1):
         x0, x1 = sorted((s * rw2, s * (rw2 + sw)))
-        st.slab(SIDEWALK, side_mat, x0=x0, x1=x1, y0=-0.1, y1=curb, z0=z0, z1=zfar, instance=inst_side, shadow=False)
+        st.slab(
+            SIDEWALK,
+            side_mat,
+            x0=x0,
+            x1=x1,
+            y0=-0.1,
+            y1=curb,
+            z0=z0,
+            z1=zfar,
+            instance=inst_side,
+            shadow=False,
+        )
 
     # building rows, with gaps holding low walls
     for s in (-1, 1):
@@ -241,9 +275,20 @@ def generate(rng: np.random.Generator) -> Scene:
                 if rng.random() < 0.5:
                     wall_col = b.color(PRIORS[WALL])
                     kind = choice(rng, [Pattern.BRICK, Pattern.PLAIN, Pattern.PANELS])
-                    mat = b.material(kind, wall_col, shade_of(rng, wall_col, 0.5, 0.8), scale=rng.uniform(0.3, 1.5))
+                    mat = b.material(
+                        kind, wall_col, shade_of(rng, wall_col, 0.5, 0.8), scale=rng.uniform(0.3, 1.5)
+                    )
                     xw = s * (rw2 + sw + 0.3)
-                    st.slab(WALL, mat, x0=xw - 0.15, x1=xw + 0.15, y0=0.0, y1=rng.uniform(0.8, 2.2), z0=z, z1=z + gap)
+                    st.slab(
+                        WALL,
+                        mat,
+                        x0=xw - 0.15,
+                        x1=xw + 0.15,
+                        y0=0.0,
+                        y1=rng.uniform(0.8, 2.2),
+                        z0=z,
+                        z1=z + gap,
+                    )
                 z += gap
                 continue
             setback = rng.uniform(0.0, 3.0) if rng.random() < 0.4 else 0.0
@@ -316,7 +361,13 @@ def generate(rng: np.random.Generator) -> Scene:
     hor_h = colorsys.hsv_to_rgb(rng.uniform(0.5, 0.62), rng.uniform(0.05, 0.25) * (1 - overcast), 1.0)
     zenith = tuple(bright * c for c in srgb_to_linear(zen_h))
     horizon = tuple(bright * c for c in srgb_to_linear(hor_h))
-    sky = Sky(label=SKY, zenith=zenith, horizon=horizon, clouds=rng.uniform(0.0, 0.6), seed=int(rng.integers(1 << 20)))
+    sky = Sky(
+        label=SKY,
+        zenith=zenith,
+        horizon=horizon,
+        clouds=rng.uniform(0.0, 0.6),
+        seed=int(rng.integers(1 << 20)),
+    )
     return Scene(
         primitives=st.prims,
         lights=[Light(intensity=rng.uniform(1.3, 2.2) * (1 - 0.6 * overcast), direction=sun)],

@@ -24,16 +24,19 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ...errors import ConfigError, DataError
+from .._io import write_png
 from .families import GENERATOR_VERSION, _check_size, get_family, render_sample
 
 VAL_INDEX_OFFSET = 1_000_000_000
 """Scene index of the first validation image (train uses 0, 1, ...)."""
 SUBDIRS = ("images", "segmentation", "depth", "normals", "edge", "gt_sets")
-PNG_COMPRESS_LEVEL = 1  # fast zlib level: writing is on the critical path of generation
+IMAGE_PNG_LEVEL = 0
+"""zlib level of images/*.png: 0 (stored) costs 0.2 ms against 2 ms for level 1 at 192×256, and the
+noisy images shrink only by a third, while the .npy targets already hold ~85% of the bytes."""
+LABEL_PNG_LEVEL = 1  # label maps compress ~100× even at level 1, for almost no time
 
 
 def _write_sample(job: tuple) -> str:
@@ -41,10 +44,10 @@ def _write_sample(job: tuple) -> str:
     out, family, seed, index, sid, size = job
     s = render_sample(family, seed, index, size)
     root = Path(out)
-    Image.fromarray(s["image"]).save(root / "images" / f"{sid}.png", compress_level=PNG_COMPRESS_LEVEL)
+    write_png(root / "images" / f"{sid}.png", s["image"], level=IMAGE_PNG_LEVEL)
     label = s["semseg"]
     seg = np.where(label == 255, 0, label.astype(np.int32) + 1).astype(np.uint8)
-    Image.fromarray(seg).save(root / "segmentation" / f"{sid}.png", compress_level=PNG_COMPRESS_LEVEL)
+    write_png(root / "segmentation" / f"{sid}.png", seg, level=LABEL_PNG_LEVEL)
     np.save(root / "depth" / f"{sid}.npy", s["depth"].astype(np.float32))
     np.save(root / "normals" / f"{sid}.npy", s["normals"].astype(np.float32))
     np.save(root / "edge" / f"{sid}.npy", s["edge"].astype(np.float32))
@@ -89,7 +92,9 @@ def write_synthetic_dataset(
 
     ids = {"train": [f"train_{i:06d}" for i in range(train)], "val": [f"val_{j:06d}" for j in range(val)]}
     jobs = [(str(root), fam.name, int(seed), i, sid, size) for i, sid in enumerate(ids["train"])]
-    jobs += [(str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])]
+    jobs += [
+        (str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])
+    ]
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     if workers > 1 and len(jobs) > 1:
         with _pool_context().Pool(workers) as pool:

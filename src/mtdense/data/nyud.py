@@ -1,0 +1,234 @@
+"""NYUD-MT: the multi-task NYU Depth V2 layout (semseg, depth, normals, edges), and anything written in it.
+
+The layout (``/work/shared/reference/datasets.md``; distributed by the MTI-Net / ATRC line, and
+written by :func:`mtdense.data.synthetic.write_synthetic_dataset`)::
+
+    ROOT/images/<id>.jpg | .png        RGB
+    ROOT/segmentation/<id>.png         uint8; 0 = void → 255 ignore; k → k − 1
+    ROOT/depth/<id>.npy                float32 (H, W) metres; 0 = invalid
+    ROOT/normals/<id>.npy              float32 (H, W, 3) unit vectors; zero vector = invalid
+    ROOT/edge/<id>.npy                 float32 (H, W); binarised at >= 0.5
+    ROOT/gt_sets/train.txt, val.txt    one id per line
+    ROOT/meta.json                     optional: num_classes, class_names, palette, intrinsics
+
+Normals are returned in the frame they are stored in. The synthetic writer stores the data
+contract's camera frame (x right, y down, z forward, facing the camera); the axis convention of
+the public NYUD-MT release is not documented in the reference (*unverified*), so check it before
+comparing normals across the two.
+
+Augmentation randomness: ``transform(sample, rng)`` receives
+``rng = numpy.random.default_rng([seed, epoch, index])``, where ``epoch`` is set by
+:meth:`NYUDMT.set_epoch`. The augmentation of a sample therefore depends only on
+``(seed, epoch, index)``: not on DataLoader workers, their number or the order of access, and it is
+reproduced exactly when training resumes at an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from ._io import find_image, read_image, read_label_png, read_npy
+
+TASKS = ("semseg", "depth", "normals", "edge")
+"""Dense tasks stored in the layout."""
+IGNORE = 255
+EDGE_THRESHOLD = 0.5
+"""Stored edge maps are soft in the public release; ``edge >= EDGE_THRESHOLD`` is an edge."""
+DEFAULT_NUM_CLASSES = 40
+NYU40_CLASS_NAMES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
+    "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
+    "floor mat", "clothes", "ceiling", "books", "refridgerator", "television", "paper", "towel",
+    "shower curtain", "box", "whiteboard", "person", "night stand", "toilet", "sink", "lamp",
+    "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
+)  # fmt: skip
+"""The 40 classes of Gupta et al. (``names40`` of ``nyuv2_meta.json``); class id = position."""
+
+Transform = Callable[[dict, np.random.Generator], dict]
+
+
+def raw_to_sample(raw: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
+    """Turn a raw sample (see :meth:`NYUDMT.load_raw`) into the data contract's tensors.
+
+    ``image`` float32 (3, H, W) in [0, 1]; ``semseg`` int64 (H, W) with 255 = ignore; ``depth``
+    float32 (1, H, W); ``normals`` float32 (3, H, W); ``edge`` float32 (1, H, W) in {0, 1}; ``meta``.
+    Every tensor owns its memory, so in-place transforms cannot alter the raw (possibly cached) arrays.
+    """
+    sample: dict[str, Any] = {
+        "image": torch.from_numpy(np.ascontiguousarray(raw["image"].transpose(2, 0, 1))).float().div_(255.0)
+    }
+    if "semseg" in raw:
+        sample["semseg"] = torch.from_numpy(raw["semseg"].astype(np.int64))
+    if "depth" in raw:
+        sample["depth"] = torch.from_numpy(np.array(raw["depth"], dtype=np.float32, copy=True)[None])
+    if "normals" in raw:
+        n = np.ascontiguousarray(raw["normals"].transpose(2, 0, 1), dtype=np.float32)
+        sample["normals"] = torch.from_numpy(n.copy() if np.shares_memory(n, raw["normals"]) else n)
+    if "edge" in raw:
+        sample["edge"] = torch.from_numpy(raw["edge"].astype(np.float32)[None])
+    sample["meta"] = dict(meta)
+    return sample
+
+
+class NYUDMT(Dataset):
+    """A split of a dataset in the NYUD-MT layout (module docstring) as a torch Dataset.
+
+    Args:
+        root: the dataset folder.
+        split: name of a list in ``gt_sets/`` (``train`` or ``val``).
+        tasks: which targets to load, a subset of :data:`TASKS`; the image is always loaded.
+        transform: joint transform ``transform(sample, rng) -> sample`` (see :mod:`.transforms`).
+        seed: base seed of the per-sample augmentation generators.
+
+    Attributes: ``ids``, ``num_classes`` (``meta.json``, else 40), ``class_names``, ``palette``
+    (``(K, 3)`` uint8 or None), ``intrinsics`` (dict ``fx, fy, cx, cy`` or None), ``meta``.
+    Raises :class:`DataError` naming the path for a missing folder, split list or sample file, or an
+    undecodable file; :class:`ConfigError` for an unknown task.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        tasks: Sequence[str] = TASKS,
+        transform: Transform | None = None,
+        *,
+        seed: int = 0,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"dataset folder not found: {self.root}")
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            raise ConfigError(f"unknown NYUD-MT task(s) {unknown}; expected a subset of {list(TASKS)}")
+        self.split, self.tasks, self.transform, self.seed = split, tuple(tasks), transform, int(seed)
+        self.epoch = 0
+        split_file = self.root / "gt_sets" / f"{split}.txt"
+        if not split_file.is_file():
+            raise DataError(f"split list not found: {split_file}")
+        self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        if not self.ids:
+            raise DataError(f"split list {split_file} is empty")
+        self.meta = self._read_meta()
+        self.num_classes = int(self.meta.get("num_classes", DEFAULT_NUM_CLASSES))
+        if not 1 <= self.num_classes <= IGNORE:
+            raise DataError(
+                f"{self.root / 'meta.json'}: num_classes must be in [1, 255], got {self.num_classes}"
+            )
+        names = self.meta.get("class_names")
+        if names is None and self.num_classes == len(NYU40_CLASS_NAMES):
+            names = NYU40_CLASS_NAMES
+        self.class_names = (
+            tuple(names) if names is not None else tuple(f"class_{k}" for k in range(self.num_classes))
+        )
+        palette = self.meta.get("palette")
+        self.palette = None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
+        self.intrinsics = self.meta.get("intrinsics")
+        # raw label → class: 0 (void) → 255, k → k − 1; values above num_classes are rejected on load
+        self._lut = np.full(256, IGNORE, np.uint8)
+        self._lut[1 : self.num_classes + 1] = np.arange(self.num_classes, dtype=np.uint8)
+
+    def _read_meta(self) -> dict[str, Any]:
+        path = self.root / "meta.json"
+        if not path.is_file():
+            return {}
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read {path}: {e}") from None
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: expected a JSON object")
+        return meta
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (call before iterating over each epoch)."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The generator handed to the transform for sample ``index`` in the current epoch."""
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def _check(self, index: int) -> int:
+        if not 0 <= index < len(self.ids):
+            raise IndexError(
+                f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]"
+            )
+        return int(index)
+
+    def load_raw(self, index: int) -> dict[str, np.ndarray]:
+        """Decode sample ``index`` into compact numpy arrays (no transform).
+
+        ``image`` uint8 (H, W, 3); ``semseg`` uint8 (H, W) classes 0..K−1, 255 = ignore; ``depth``
+        float32 (H, W), non-finite or negative → 0; ``normals`` float32 (H, W, 3), non-finite → 0;
+        ``edge`` uint8 (H, W) in {0, 1}. Only the requested tasks are read.
+        """
+        sid = self.ids[self._check(index)]
+        image = read_image(find_image(self.root / "images", sid))
+        hw = image.shape[:2]
+        raw: dict[str, np.ndarray] = {"image": image}
+        if "semseg" in self.tasks:
+            path = self.root / "segmentation" / f"{sid}.png"
+            lab = read_label_png(path)
+            self._check_hw(path, lab.shape, hw)
+            top = int(lab.max())
+            if top > self.num_classes:
+                raise DataError(f"{path}: label value {top} exceeds num_classes = {self.num_classes}")
+            raw["semseg"] = self._lut[lab]
+        if "depth" in self.tasks:
+            path = self.root / "depth" / f"{sid}.npy"
+            depth = read_npy(path)
+            depth = depth[..., 0] if depth.ndim == 3 and depth.shape[2] == 1 else depth
+            self._check_hw(path, depth.shape, hw)
+            depth = depth.astype(np.float32, copy=False)
+            raw["depth"] = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0))
+        if "normals" in self.tasks:
+            path = self.root / "normals" / f"{sid}.npy"
+            normals = read_npy(path)
+            self._check_hw(path, normals.shape, hw, channels=3)
+            normals = normals.astype(np.float32, copy=False)
+            raw["normals"] = np.where(np.isfinite(normals), normals, np.float32(0.0))
+        if "edge" in self.tasks:
+            path = self.root / "edge" / f"{sid}.npy"
+            edge = read_npy(path)
+            edge = edge[..., 0] if edge.ndim == 3 and edge.shape[2] == 1 else edge
+            self._check_hw(path, edge.shape, hw)
+            raw["edge"] = (edge >= EDGE_THRESHOLD).astype(np.uint8)
+        return raw
+
+    @staticmethod
+    def _check_hw(path: Path, shape: tuple, hw: tuple, channels: int | None = None) -> None:
+        ok = tuple(shape[:2]) == tuple(hw) and len(shape) == (2 if channels is None else 3)
+        if ok and channels is not None:
+            ok = shape[2] == channels
+        if not ok:
+            want = f"({hw[0]}, {hw[1]})" if channels is None else f"({hw[0]}, {hw[1]}, {channels})"
+            raise DataError(f"{path}: expected shape {want} to match the image, got {tuple(shape)}")
+
+    def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
+        """Tensors of the data contract from ``raw``, then the transform with :meth:`rng`."""
+        sample = raw_to_sample(raw, {"id": self.ids[index], "index": int(index)})
+        if self.transform is not None:
+            sample = self.transform(sample, self.rng(index))
+        return sample
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check(index)
+        return self.finish(self.load_raw(index), index)
+
+    def __repr__(self) -> str:
+        return (
+            f"NYUDMT(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)}, "
+            f"num_classes={self.num_classes})"
+        )
