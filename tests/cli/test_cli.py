@@ -118,3 +118,20 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             main([*cmd, "--help"])
         assert "Example" in capsys.readouterr().out
+
+
+def test_exported_weights_load_as_pretrained_backbone(trained_run, tiny_raw_config, tmp_path, capsys):
+    import torch
+
+    from mtdense.config import validate_config
+    from mtdense.engine.setup import build_model_for, build_tasks
+
+    weights = tmp_path / "release.safetensors"
+    assert main(["export", str(trained_run), "--out", str(weights)]) == 0
+    raw = tiny_raw_config(**{"model.name": "stl", "data.tasks": ["depth"], "model.backbone.pretrained": str(weights)})
+    cfg = validate_config(raw)
+    model = build_model_for(cfg, build_tasks(cfg, {}))
+    assert "loaded" in capsys.readouterr().out
+    trained = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, trained[f"backbone.{key}"]), key

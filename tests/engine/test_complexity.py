@@ -130,6 +130,8 @@ def test_timing_keys_positive(tmp_path: Path) -> None:
         warmup=0,
     )
     assert report["train_step_s"] > 0 and report["infer_s"] > 0
+    # One timed run: the fastest run is the median.
+    assert report["train_step_min_s"] == report["train_step_s"] and report["infer_min_s"] == report["infer_s"]
     assert report["dtype"] == "bf16-autocast" and report["batch"] == 2
     assert report["stl"] is None
     assert "train step" in format_complexity(report)

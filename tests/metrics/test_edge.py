@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 
-from mtdense.errors import ShapeError
+from mtdense.errors import MtdenseError, ShapeError
 from mtdense.metrics import EdgeMeter, FastEdgeMeter, edge_thresholds
 from mtdense.metrics._matching import candidate_matrix, match_count, max_matching_sizes
 
@@ -164,6 +164,14 @@ def test_streaming_equals_one_batch():
     np.testing.assert_array_equal(one.state["counts"], streamed.state["counts"])
     np.testing.assert_array_equal(one.state["ois"], streamed.state["ois"])
     assert one.compute() == streamed.compute()
+
+
+def test_nan_probabilities_are_rejected():
+    prob = torch.zeros(1, 1, 8, 8)
+    prob[0, 0, 2, 2] = float("nan")
+    for meter in (EdgeMeter(), FastEdgeMeter()):
+        with pytest.raises(MtdenseError, match="NaN"):
+            meter.update(prob, torch.zeros(1, 1, 8, 8))
 
 
 def test_shape_errors():

@@ -63,7 +63,8 @@ def test_every_meter_key_has_a_direction():
     assert {k for k, v in LOWER_IS_BETTER.items() if v} == errors
     rng = np.random.default_rng(0)
     meters = {
-        SegmentationMeter(3): (torch.tensor(rng.integers(0, 3, (1, 4, 4))), torch.tensor(rng.integers(0, 3, (1, 4, 4)))),
+        SegmentationMeter(3): (torch.tensor(rng.integers(0, 3, (1, 4, 4))),
+                               torch.tensor(rng.integers(0, 3, (1, 4, 4)))),
         DepthMeter(): (torch.rand(1, 1, 4, 4) + 0.1, torch.rand(1, 1, 4, 4) + 0.1),
         NormalsMeter(): (torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)),
         EdgeMeter(thresholds=3): (torch.rand(1, 1, 8, 8), (torch.rand(1, 1, 8, 8) > 0.7).float()),

@@ -72,10 +72,20 @@ def test_thick_bar_becomes_one_pixel_line():
 def test_reference_case_with_hole():
     # Example used by scikit-image to check its ``thin`` against MATLAB's bwmorph (a 5x5 object with a
     # hole keeps a ring around the hole).
-    image = np.array([[0, 0, 0, 0, 0, 0, 0], [0, 1, 2, 3, 4, 5, 0], [0, 1, 0, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0],
-                      [0, 6, 1, 1, 1, 1, 0], [0, 1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0]])  # fmt: skip
-    expected = np.array([[0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0], [0, 1, 0, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0],
-                         [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]], bool)  # fmt: skip
+    image = np.array([[0, 0, 0, 0, 0, 0, 0],
+                      [0, 1, 2, 3, 4, 5, 0],
+                      [0, 1, 0, 1, 1, 1, 0],
+                      [0, 1, 1, 1, 1, 1, 0],
+                      [0, 6, 1, 1, 1, 1, 0],
+                      [0, 1, 1, 1, 1, 1, 0],
+                      [0, 0, 0, 0, 0, 0, 0]])  # fmt: skip
+    expected = np.array([[0, 0, 0, 0, 0, 0, 0],
+                         [0, 0, 1, 0, 0, 0, 0],
+                         [0, 1, 0, 1, 0, 0, 0],
+                         [0, 0, 1, 0, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0, 0],
+                         [0, 0, 0, 0, 0, 0, 0]], bool)  # fmt: skip
     np.testing.assert_array_equal(thin(image), expected)
 
 

@@ -13,11 +13,18 @@ import pytest
 import torch
 from torch import nn
 
-from mtdense.errors import ConfigError
+from mtdense.errors import ConfigError, ShapeError
 from mtdense.models import build_model
+from mtdense.models.layers.blocks import BasicBlock, residual_block
 from mtdense.models.layers.distillation import PairwiseGatedDistillation
 from mtdense.models.layers.heads import FuseLevels, PanopticFPNHead
-from mtdense.models.mtinet import FeaturePropagation, MTINet, MTINetConfig, MultiScaleHRNetHead
+from mtdense.models.mtinet import (
+    FeaturePropagation,
+    MTINet,
+    MTINetConfig,
+    MultiScaleHRNetHead,
+    TaskBatchedBasicBlock,
+)
 
 HEADS = {"semseg": 5, "depth": 1}
 AUX = {"normals": 3, "edge": 1}
@@ -83,22 +90,68 @@ def test_eq1_is_a_residual_of_gated_messages() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Task-batched BasicBlocks
+# ------------------------------------------------------------------------------------------------
+def _block_of_task(batched: TaskBatchedBasicBlock, t: int) -> nn.Module:
+    """Task ``t``'s torchvision BasicBlock on ``[x, u_t]``, with its weights sliced out of ``batched``."""
+    c, cx, cu = batched.out_channels, batched.shared_channels, batched.task_channels
+    ref = residual_block(BasicBlock, cx + cu, c)
+    rows = slice(t * c, (t + 1) * c)
+    parts = [m.weight[rows] for m in (batched.conv1_shared, batched.conv1_task) if m is not None]
+    downs = [m.weight[rows] for m in (batched.down_shared, batched.down_task) if m is not None]
+    with torch.no_grad():
+        ref.conv1.weight.copy_(torch.cat(parts, dim=1))
+        ref.conv2.weight.copy_(batched.conv2.weight[rows])
+        pairs = [(ref.bn1, batched.bn1), (ref.bn2, batched.bn2)]
+        if ref.downsample is not None:
+            ref.downsample[0].weight.copy_(torch.cat(downs, dim=1))
+            pairs.append((ref.downsample[1], batched.down_bn))
+        for r, b in pairs:
+            r.weight.copy_(b.weight[rows])
+            r.bias.copy_(b.bias[rows])
+    return ref
+
+
+@pytest.mark.parametrize(
+    ("cx", "cu", "c"),
+    [(4, 3, 4), (4, 0, 4), (0, 4, 4), (4, 0, 6), (2, 2, 4)],
+    ids=["shared+task", "shared-identity", "task-identity", "shared-proj", "concat-identity"],
+)
+def test_task_batched_block_equals_separate_basic_blocks(cx: int, cu: int, c: int) -> None:
+    """Three tasks: output slice ``t`` equals a torchvision BasicBlock(``cx + cu -> c``) applied to
+    ``[x, u_t]`` with the same weights (train-mode BN: batch statistics are per channel, so per task);
+    the default initialisation has the per-task fan-in (uniform bound ``1/sqrt(9 (cx + cu))``)."""
+    torch.manual_seed(0)
+    block = TaskBatchedBasicBlock(3, shared_channels=cx, task_channels=cu, out_channels=c).train()
+    bound = (9 * (cx + cu)) ** -0.5
+    first = block.conv1_shared if cx else block.conv1_task
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, cx, 5, 6, generator=g) if cx else None
+    u = torch.randn(2, 3 * cu, 5, 6, generator=g) if cu else None
+    out = block(x, u)
+    assert out.shape == (2, 3 * c, 5, 6)
+    for t in range(3):
+        inputs = [v for v in (x, None if u is None else u[:, t * cu : (t + 1) * cu]) if v is not None]
+        expected = _block_of_task(block, t).train()(torch.cat(inputs, dim=1))
+        torch.testing.assert_close(out[:, t * c : (t + 1) * c], expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
 # Feature propagation module
 # ------------------------------------------------------------------------------------------------
-def _fpm_inputs(n: int = 3, c: int = 8) -> tuple[FeaturePropagation, dict[str, torch.Tensor]]:
+def _fpm_inputs(n: int = 3, c: int = 8) -> tuple[FeaturePropagation, torch.Tensor]:
     torch.manual_seed(0)
-    tasks = [f"t{i}" for i in range(n)]
-    fpm = FeaturePropagation(tasks, c, se_reduction=4).eval()
-    g = torch.Generator().manual_seed(2)
-    return fpm, {t: torch.randn(2, c, 6, 5, generator=g) for t in tasks}
+    fpm = FeaturePropagation([f"t{i}" for i in range(n)], c, se_reduction=4).eval()
+    return fpm, torch.randn(2, n * c, 6, 5, generator=torch.Generator().manual_seed(2))
 
 
 def test_fpm_attention_sums_to_one_over_tasks() -> None:
     """The softmax runs along the task dimension (paper), not over groups of adjacent channels (authors'
     code): ``A`` is ``(B, N, C, H, W)``, positive, sums to 1 over ``N`` and not over ``C``."""
-    fpm, feats = _fpm_inputs()
+    fpm, x = _fpm_inputs()
     with torch.no_grad():
-        att = fpm.attention(feats)
+        att = fpm.attention(x)
     assert att.shape == (2, 3, 8, 6, 5)
     assert (att > 0).all()
     torch.testing.assert_close(att.sum(dim=1), torch.ones(2, 8, 6, 5))
@@ -106,17 +159,21 @@ def test_fpm_attention_sums_to_one_over_tasks() -> None:
 
 
 def test_fpm_output_is_se_of_shared_plus_task_feature() -> None:
-    """``out_t = SE_t(S) + F_t`` with ``S = BasicBlock(N*C -> C)(A * X)``, recomputed from the parts."""
-    fpm, feats = _fpm_inputs()
+    """``out_t = SE_t(S) + F_t`` with ``S = BasicBlock(N*C -> C)(A * X)``, recomputed from the parts:
+    ``X`` the task-major concatenation, ``f`` = two BasicBlocks to ``N*C/4`` + 1x1 conv back to ``N*C``."""
+    fpm, x = _fpm_inputs()
     with torch.no_grad():
-        x = torch.cat([feats[t] for t in fpm.tasks], dim=1)
-        attended = (fpm.attention(feats) * x.reshape(2, 3, 8, 6, 5)).reshape(2, 24, 6, 5)
+        attended = (fpm.attention(x) * x.reshape(2, 3, 8, 6, 5)).reshape(2, 24, 6, 5)
         shared = fpm.reduce(attended)
-        out = fpm(feats)
-    for t in fpm.tasks:
-        torch.testing.assert_close(out[t], fpm.se[t](shared) + feats[t])
+        out = fpm(x)
+    assert out.shape == x.shape
+    for i, t in enumerate(fpm.tasks):
+        task = slice(8 * i, 8 * (i + 1))
+        torch.testing.assert_close(out[:, task], fpm.se[t](shared) + x[:, task])
     assert fpm.harmonize[0].conv1.out_channels == 6  # N*C/4 = 24/4
     assert fpm.harmonize[2].out_channels == 24
+    with pytest.raises(ShapeError, match=r"expected \(B, 24, H, W\)"):
+        fpm(x[:, :16])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +228,7 @@ def test_fpm_switch() -> None:
     for model, depends in ((with_fpm, True), (without, False)):
         model.train()
         out = model(torch.rand(2, 3, 64, 64))
-        coarse = list(model.initial["s32"].blocks["depth"].parameters())
+        coarse = list(model.initial["s32"].parameters())
         grads = torch.autograd.grad(out["initial/s4/depth"].sum(), coarse, allow_unused=True)
         assert any(g is not None for g in grads) == depends
 

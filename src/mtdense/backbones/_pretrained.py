@@ -125,6 +125,7 @@ def load_pretrained(
     *,
     strict: bool = False,
     ignore_prefixes: tuple[str, ...] = CLASSIFIER_PREFIXES,
+    prefix: str = "",
 ) -> LoadReport:
     """Copy the tensors of a local checkpoint into ``module`` and report what matched.
 
@@ -137,12 +138,16 @@ def load_pretrained(
         path: a ``.pth``/``.pt`` or ``.safetensors`` file.
         strict: raise if any key is missing or unexpected (after ignoring classifier keys).
         ignore_prefixes: top-level module names to skip when ``module`` lacks them.
+        prefix: take only the checkpoint keys under this prefix, with the prefix removed (e.g.
+            ``"backbone."`` to load the encoder of a whole exported mtdense model).
 
     Raises:
         CheckpointError: missing/unreadable file; a tensor whose shape differs from the module's
             (the message names the key and both shapes); with ``strict``, missing or unexpected keys.
     """
     state = read_state_dict(path)
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
 
     ignored = {k for k in state if k not in own and _has_prefix(k, ignore_prefixes)}

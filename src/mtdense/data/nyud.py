@@ -20,7 +20,9 @@ Augmentation randomness: ``transform(sample, rng)`` receives
 ``rng = numpy.random.default_rng([seed, epoch, index])``, where ``epoch`` is set by
 :meth:`NYUDMT.set_epoch`. The augmentation of a sample therefore depends only on
 ``(seed, epoch, index)``: not on DataLoader workers, their number or the order of access, and it is
-reproduced exactly when training resumes at an epoch.
+reproduced exactly when training resumes at an epoch. Call ``set_epoch`` before creating the
+epoch's DataLoader iterator: worker processes copy the dataset when they start, so with
+``persistent_workers=True`` they would keep the epoch they started with.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ def random_batch(
 
 
 # -- timing ---------------------------------------------------------------------------------------------
-def _median_seconds(fn: Callable[[], Any], *, repeats: int, warmup: int) -> float:
+def _seconds(fn: Callable[[], Any], *, repeats: int, warmup: int) -> tuple[float, float]:
+    """``(median, min)`` wall-clock seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -161,7 +162,7 @@ def _median_seconds(fn: Callable[[], Any], *, repeats: int, warmup: int) -> floa
         t0 = _time.perf_counter()
         fn()
         times.append(_time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def time_model(
@@ -183,8 +184,9 @@ def time_model(
     bf16 autocast when ``bf16``) → :func:`compute_losses` (outside autocast, as the trainer) →
     ``balancer`` → ``zero_grad`` → backward → ``optimizer.step()``. Inference: eval mode, ``no_grad``,
     same autocast. Each is run ``warmup`` times untimed (allocator and oneDNN primitive caches), then
-    ``repeats`` times; the median is returned as ``{"train_step_s", "infer_s"}``. The optimiser really
-    steps, so ``model``'s weights change.
+    ``repeats`` times; returns the medians ``{"train_step_s", "infer_s"}`` and the minima
+    ``{"train_step_min_s", "infer_min_s"}`` (on a machine shared with other work the minimum is the
+    least disturbed run). The optimiser really steps, so ``model``'s weights change.
     """
     device = torch.device("cpu")
     data = random_batch(tasks, batch=batch, size=size)
@@ -208,12 +210,17 @@ def time_model(
     was_training = model.training
     try:
         model.train()
-        train_s = _median_seconds(train_step, repeats=repeats, warmup=warmup)
+        train_s, train_min = _seconds(train_step, repeats=repeats, warmup=warmup)
         model.eval()
-        infer_s = _median_seconds(infer, repeats=repeats, warmup=warmup)
+        infer_s, infer_min = _seconds(infer, repeats=repeats, warmup=warmup)
     finally:
         model.train(was_training)
-    return {"train_step_s": train_s, "infer_s": infer_s}
+    return {
+        "train_step_s": train_s,
+        "infer_s": infer_s,
+        "train_step_min_s": train_min,
+        "infer_min_s": infer_min,
+    }
 
 
 # -- the report -----------------------------------------------------------------------------------------
@@ -319,12 +326,12 @@ def complexity_report(
 
     Returns a JSON-serialisable dict: ``params`` (count), ``params_m`` (millions), ``gflops`` and
     ``gmacs`` (per image, 1 multiply-add = 2 FLOPs), ``train_step_s`` / ``infer_s`` (median seconds,
-    ``None`` without ``time``), ``per_module`` (``{child: {params, gflops}}`` over
-    ``model.named_children()``, plus ``"(root)"`` for parameters or work of the model's own
-    ``forward`` outside its children, if any), ``stl`` (``None`` or ``{params, params_m, gflops,
-    gmacs, per_task, params_ratio, gflops_ratio}`` where the ratios are multi-task / sum of
-    single-task), and the
-    settings (model, backbone, tasks, size, batch, dtype, channels_last, threads, num_classes) and
+    ``None`` without ``time``; ``train_step_min_s`` / ``infer_min_s``: the fastest run),
+    ``per_module`` (``{child: {params, gflops}}`` over ``model.named_children()``, plus ``"(root)"``
+    for parameters or work of the model's own ``forward`` outside its children, if any), ``stl``
+    (``None`` or ``{params, params_m, gflops, gmacs, per_task, params_ratio, gflops_ratio}`` where
+    the ratios are multi-task / sum of single-task), the settings (model, backbone, tasks, size,
+    batch, dtype, channels_last, threads, num_classes) and
     ``notes``. Raises the config's :class:`~mtdense.errors.ConfigError` for unknown keys.
     """
     if batch < 1 or repeats < 1 or warmup < 0 or len(size) != 2 or min(size) < 1:
@@ -367,6 +374,8 @@ def complexity_report(
             "gmacs": stats["gmacs"],
             "train_step_s": None,
             "infer_s": None,
+            "train_step_min_s": None,
+            "infer_min_s": None,
             "repeats": repeats if time else None,
             "per_module": stats["per_module"],
             "stl": None,
@@ -454,8 +463,8 @@ def format_complexity(report: dict[str, Any]) -> str:
             "",
             f"timing: batch {report['batch']}, {report['dtype']}, {layout}, {report['threads']} threads, "
             f"median of {report['repeats']}",
-            f"  train step  {report['train_step_s']:.3f} s",
-            f"  inference   {report['infer_s']:.3f} s",
+            f"  train step  {report['train_step_s']:.3f} s (fastest {report['train_step_min_s']:.3f} s)",
+            f"  inference   {report['infer_s']:.3f} s (fastest {report['infer_min_s']:.3f} s)",
         ]
     if report.get("notes"):
         lines += ["", *(f"note: {n}" for n in report["notes"])]

@@ -44,13 +44,32 @@ def build_model_for(cfg: Config, tasks: dict[str, Task]) -> nn.Module:
         from mtdense.backbones import Backbone, load_pretrained
 
         # every backbone copy in the model (one for most architectures, one per task for cross-stitch)
+        path = cfg.model.backbone.pretrained
+        whole_model = is_mtdense_export(path)
+        names = {id(m): n for n, m in model.named_modules()}
         outer: list[str] = []
         for name, module in model.named_modules():
             if isinstance(module, Backbone) and not any(name.startswith(o + ".") for o in outer):
                 outer.append(name)
-                report = load_pretrained(module.pretrained_target(), cfg.model.backbone.pretrained)
+                target = module.pretrained_target()
+                # an exported mtdense model holds every weight: take this encoder's, by its own path
+                prefix = f"{names[id(target)]}." if whole_model else ""
+                report = load_pretrained(target, path, prefix=prefix)
                 print(f"pretrained weights for {name or 'backbone'}: {report}")
     return model
+
+
+def is_mtdense_export(path: str) -> bool:
+    """Whether ``path`` is a ``.safetensors`` file written by ``mtdense export`` (a whole model)."""
+    if not str(path).endswith(".safetensors"):
+        return False
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format", "").startswith("mtdense")
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the loader itself
+        return False
 
 
 def build_balancer(cfg: Config, tasks: dict[str, Task]) -> nn.Module:

@@ -10,17 +10,19 @@ ground-truth map both equal the number of matched pairs) depend only on its *car
 
 * every matched pair saves two outlier costs (``200 r``) and costs at most ``r``, so any matching
   that is not of maximum cardinality is improved by flipping an augmenting path (``k + 1`` pairs in,
-  ``k`` out; cost change ``<= (k + 1) r - 200 r < 0`` for paths shorter than ~400 pixels) -- the
-  BSDS optimum is a maximum-cardinality matching, the cheapest among those;
+  ``k`` out; cost change ``<= (k + 1) r - 200 r < 0`` for augmenting paths of fewer than ~400 edges) --
+  the BSDS optimum is a maximum-cardinality matching, the cheapest among those;
 * hence ``cntR = cntP = nu``, the size of a maximum matching of the candidate graph.
 
 This module computes ``nu`` exactly (maximum flow, Dinic's algorithm from
-``scipy.sparse.csgraph.maximum_flow``), not an approximation. (The only difference from BSDS: its
-outlier cost would, in theory, prefer a cheaper matching one pair smaller when the only augmenting
-paths are longer than ~400 pixels; a maximum-cardinality matching is the intended "one-to-one
-correspondence within tolerance".) ``scipy.sparse.csgraph.maximum_bipartite_matching`` is not used:
-its Hopcroft-Karp depth-first search can take exponential time on the layered graphs that boundary
-maps produce (scipy issue #26147).
+``scipy.sparse.csgraph.maximum_flow``). BSDS itself only approximates its objective: its CSA solver
+sees each pixel linked to 6 *randomly drawn* outlier nodes (plus a very costly "overlay" edge), so
+its matching can differ from the optimum in rare cases and between runs; and in theory its outlier
+cost would prefer one pair fewer when the only augmenting paths are longer than ~400 edges. The
+maximum matching is the deterministic quantity it aims at ("one-to-one correspondence within
+tolerance"). ``scipy.sparse.csgraph.maximum_bipartite_matching`` is not used: its Hopcroft-Karp
+depth-first search can take exponential time on the layered graphs that boundary maps produce
+(scipy issue #26147; 56 s on one 480 x 640 threshold here).
 
 Across the 99 thresholds of one image the thinned predictions change little, so each threshold
 starts from the previous threshold's maximum matching (restricted to the pixels still predicted,
@@ -97,14 +99,16 @@ def max_matching_sizes(
             local[previous] = -1
         local[pixels] = np.arange(pixels.size)
         previous = pixels
-        size, mate_row = _solve(pixels, candidates[pixels], gt_index[pixels], local, mate_pixel)
+        size, mate_row = _solve(
+            pixels, candidates[pixels], on_gt=gt_index[pixels], local=local, mate_pixel=mate_pixel
+        )
         sizes.append(size)
         mate_pixel = np.where(mate_row >= 0, pixels[np.maximum(mate_row, 0)], -1) if pixels.size else mate_row
     return np.asarray(sizes, np.int64)
 
 
 def _solve(
-    pixels: np.ndarray, graph: sp.csr_matrix, on_gt: np.ndarray, local: np.ndarray, mate_pixel: np.ndarray
+    pixels: np.ndarray, graph: sp.csr_matrix, *, on_gt: np.ndarray, local: np.ndarray, mate_pixel: np.ndarray
 ) -> tuple[int, np.ndarray]:
     """Maximum matching of one threshold, warm-started. Returns (size, ground truth -> matched row)."""
     n, m = graph.shape

@@ -44,30 +44,58 @@ def _deletable(x: list[np.ndarray], second: bool) -> np.ndarray:
     G3' (second subiteration). The centre pixel itself is not tested here.
     """
     x1, x2, x3, x4, x5, x6, x7, x8 = x
-    # n2 terms; b_i = (x_{2i} | x_{2i+1}) & ~x_{2i-1} reuses them
-    o23, o45, o67, o81 = x2 | x3, x4 | x5, x6 | x7, x8 | x1
-    b1 = o23 & ~x1
-    b2 = o45 & ~x3
-    b3 = o67 & ~x5
-    b4 = o81 & ~x7
+    # in-place operations throughout: this runs on every candidate pixel of every subiteration.
+    # ``(a | b) ^ b`` is ``a & ~b`` without a temporary for ``~b``.
+    o23, o45, o67, o81 = x2 | x3, x4 | x5, x6 | x7, x8 | x1  # the n2 terms
+    # G3 / G3' need o23 / o67 intact: evaluate them first. h = (o23 | ~x8) & x1 resp. (o67 | ~x4) & x5
+    h = ~x4 if second else ~x8
+    h |= o67 if second else o23
+    h &= x5 if second else x1
+    # b_i = (x_{2i} | x_{2i+1}) & ~x_{2i-1}
+    b1 = o23 | x1
+    b1 ^= x1
+    b2 = o45 | x3
+    b2 ^= x3
+    b3 = o67 | x5
+    b3 ^= x5
+    b4 = o81 | x7
+    b4 ^= x7
     # G1: exactly one b_i. Odd parity without any pair <=> exactly one (three would contain a pair).
-    p12 = b1 ^ b2
+    keep = b1 ^ b2
     p34 = b3 ^ b4
-    two = (b1 & b2) | (b3 & b4) | (p12 & p34)
-    keep = (p12 ^ p34) & ~two
+    b1 &= b2
+    b3 &= b4
+    b1 |= b3
+    b2 = keep & p34
+    b1 |= b2  # b1 = "at least two b_i"
+    keep ^= p34
+    keep |= b1
+    keep ^= b1
+    keep |= h  # not G3
+    keep ^= h
     # G2: n1 >= 2 and n2 >= 2 and not (n1 == 4 and n2 == 4)  <=>  2 <= min(n1, n2) <= 3
-    o12, o34, o56, o78 = x1 | x2, x3 | x4, x5 | x6, x7 | x8
-    a, c = o12 & o34, o56 & o78
-    keep &= a | c | ((o12 ^ o34) & (o56 ^ o78))
-    all_n1 = a & c
-    a, c = o23 & o45, o67 & o81
-    keep &= a | c | ((o23 ^ o45) & (o67 ^ o81))
-    keep &= ~(all_n1 & a & c)
-    # G3 / G3'
-    if second:
-        keep &= ~((o67 | ~x4) & x5)
-    else:
-        keep &= ~((o23 | ~x8) & x1)
+    o12, o34, o56, o78 = x1 | x2, x3 | x4, x5 | x6, x7 | x8  # the n1 terms
+    a1 = o12 & o34
+    c1 = o56 & o78
+    o12 ^= o34
+    o56 ^= o78
+    o12 &= o56
+    o12 |= a1
+    o12 |= c1
+    keep &= o12  # n1 >= 2
+    a1 &= c1  # n1 == 4
+    a2 = o23 & o45
+    c2 = o67 & o81
+    o23 ^= o45
+    o67 ^= o81
+    o23 &= o67
+    o23 |= a2
+    o23 |= c2
+    keep &= o23  # n2 >= 2
+    a2 &= c2  # n2 == 4
+    a1 &= a2
+    keep |= a1
+    keep ^= a1
     return keep
 
 

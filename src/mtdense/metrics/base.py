@@ -109,10 +109,12 @@ def squeeze_channel(x: torch.Tensor, name: str, expected: str) -> torch.Tensor:
     raise ShapeError(f"{name}: expected {expected}, got shape {tuple(x.shape)}")
 
 
-def check_same_hw(name_a: str, a: Sequence[int], name_b: str, b: Sequence[int]) -> None:
-    """Batch and spatial sizes must agree."""
-    if tuple(a) != tuple(b):
-        raise ShapeError(f"{name_a} has shape {tuple(a)} but {name_b} has shape {tuple(b)}; they must match")
+def check_same_shape(where: str, pred: Sequence[int], target: Sequence[int]) -> None:
+    """Prediction and target (after channel squeezing) must have the same batch and spatial sizes."""
+    if tuple(pred) != tuple(target):
+        raise ShapeError(
+            f"{where}: pred has shape {tuple(pred)} but target has shape {tuple(target)}; they must match"
+        )
 
 
 def require_data(count: float, meter: str) -> None:

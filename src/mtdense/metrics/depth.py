@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mtdense.errors import ShapeError
-from mtdense.metrics.base import Meter, as_tensor, check_same_hw, require_data, squeeze_channel
+from mtdense.metrics.base import Meter, as_tensor, check_same_shape, require_data, squeeze_channel
 
 __all__ = ["DepthMeter", "EIGEN_CROP"]
 
@@ -55,6 +55,7 @@ class DepthMeter(Meter):
     def __init__(
         self,
         reduction: str = "pixel",
+        *,
         min_depth: float | None = None,
         max_depth: float | None = None,
         crop: str | tuple[int, int, int, int] | None = None,
@@ -108,7 +109,7 @@ class DepthMeter(Meter):
         target = squeeze_channel(
             as_tensor(target, "DepthMeter.update: target"), "DepthMeter.update: target", shape
         )
-        check_same_hw("DepthMeter.update: pred", pred.shape, "target", target.shape)
+        check_same_shape("DepthMeter.update", pred.shape, target.shape)
         g = target.to(pred.device, torch.float64)
         p = pred.to(torch.float64)
         valid = torch.isfinite(g) & (g > 0)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from mtdense.errors import ShapeError
-from mtdense.metrics.base import Meter, as_tensor, check_same_hw, require_data
+from mtdense.metrics.base import Meter, as_tensor, check_same_shape, require_data
 
 __all__ = ["NormalsMeter"]
 
@@ -54,7 +54,7 @@ class NormalsMeter(Meter):
                 raise ShapeError(
                     f"NormalsMeter.update: {name}: expected (B, 3, H, W), got shape {tuple(x.shape)}"
                 )
-        check_same_hw("NormalsMeter.update: pred", pred.shape, "target", target.shape)
+        check_same_shape("NormalsMeter.update", pred.shape, target.shape)
         p = pred.to(torch.float64)
         g = target.to(p.device, torch.float64)
         g_norm = g.norm(dim=1)

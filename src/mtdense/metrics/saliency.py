@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mtdense.metrics.base import Meter, as_tensor, check_same_hw, require_data, squeeze_channel
+from mtdense.metrics.base import Meter, as_tensor, check_same_shape, require_data, squeeze_channel
 
 __all__ = ["SaliencyMeter"]
 
@@ -57,7 +57,7 @@ class SaliencyMeter(Meter):
         target = squeeze_channel(
             as_tensor(target, "SaliencyMeter.update: target"), "SaliencyMeter.update: target", shape
         )
-        check_same_hw("SaliencyMeter.update: pred", pred.shape, "target", target.shape)
+        check_same_shape("SaliencyMeter.update", pred.shape, target.shape)
         target = target.to(pred.device)
         valid = (target != self.void_value).flatten(1)[None]  # (1, B, HW)
         gt = (target > 0.5).flatten(1)[None] & valid

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from mtdense.errors import DataError, ShapeError
-from mtdense.metrics.base import Meter, as_tensor, check_same_hw, require_data
+from mtdense.metrics.base import Meter, as_tensor, check_same_shape, require_data
 
 __all__ = ["SegmentationMeter"]
 
@@ -68,7 +68,7 @@ class SegmentationMeter(Meter):
                 f"SegmentationMeter.update: pred: expected (B, K={k}, H, W) scores or (B, H, W) integer "
                 f"labels, got {pred.dtype} of shape {tuple(pred.shape)}"
             )
-        check_same_hw("SegmentationMeter.update: pred labels", pred.shape, "target", target.shape)
+        check_same_shape("SegmentationMeter.update", pred.shape, target.shape)
         target = target.to(pred.device).long()
         pred = pred.long()
         valid = target != self.ignore_index

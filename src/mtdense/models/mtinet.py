@@ -308,6 +308,7 @@ class FeaturePropagation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Refined task features, stacked ``(B, N*C, H, W)``, to propagate to the next finer scale."""
+        self._check(x)
         stacked = x.reshape(_stack_shape(x, len(self.tasks)))
         attended = (self.attention(x) * stacked).reshape(x.shape)
         shared = self.reduce(attended)

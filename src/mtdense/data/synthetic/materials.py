@@ -94,18 +94,19 @@ class MaterialTable:
             ids = None if len(kinds) == 1 else np.flatnonzero(pat == p)
             m = mid if ids is None else np.take(mid, ids)
             aa, bb = (a, b) if ids is None else (np.take(a, ids), np.take(b, ids))
-            scale, contrast, angle, emission, off_a, off_b = np.take(self.scalars, m, axis=1)
+            if m.size and (m == m[0]).all():  # one material (large surfaces): no per-ray gathers
+                k = int(m[0])
+                scale, contrast, angle, emission, off_a, off_b = (float(v) for v in self.scalars[:, k])
+                color, color2, seed = self.color[:, k : k + 1], self.color2[:, k : k + 1], int(self.seed[k])
+            else:
+                scale, contrast, angle, emission, off_a, off_b = np.take(self.scalars, m, axis=1)
+                color, color2 = np.take(self.color, m, axis=1), np.take(self.color2, m, axis=1)
+                seed = np.take(self.seed, m)
             aa, bb = aa + off_a, bb + off_b
             if np.any(angle):
                 c, s = np.cos(angle), np.sin(angle)
                 aa, bb = c * aa + s * bb, -s * aa + c * bb
-            params = _Params(
-                np.take(self.color, m, axis=1),
-                np.take(self.color2, m, axis=1),
-                contrast,
-                emission,
-                np.take(self.seed, m),
-            )
+            params = _Params(color, color2, contrast, emission, seed)
             alb, em = _PATTERNS[Pattern(int(p))](params, aa / scale, bb / scale)
             if ids is None:
                 albedo[:], emit[:] = alb, em

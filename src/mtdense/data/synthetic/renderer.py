@@ -357,7 +357,11 @@ def _evaluate(
         if a0 == a1:
             continue
         sl = slice(a0, a1)
-        normal[:, sl], face[sl], a[sl], b[sl] = KERNELS[kind][1](p[:, sl], comp.params(kind, ps[sl]))
+        if ps[a0] == ps[a1 - 1]:  # one primitive (always so for the room): scalar parameters are cheaper
+            prm = comp.prims[int(ps[a0])].params
+        else:
+            prm = comp.params(kind, ps[sl])
+        normal[:, sl], face[sl], a[sl], b[sl] = KERNELS[kind][1](p[:, sl], prm)
     hs = slice(h0, n)
     sid = np.zeros(n, np.int32)
     sid[hs] = np.take(comp.face_sid.ravel(), ps[hs].astype(np.int64) * 6 + face[hs])
@@ -396,31 +400,34 @@ def _evaluate(
 
 
 # ------------------------------------------------------------------------------------------- shading
-_BINS = 32  # shadow rays are binned on a _BINS × _BINS grid of a 2-D key for culling
+_BINS = 32  # shadow rays are binned on a _BINS × _BINS grid of their 2-D light-space key
+_FAR_KEY = np.float32(1e30)  # key of rays that no projected occluder can contain
+_MAX_SLOPE = 6.0  # point lights: bins cover |key| <= this (≈ 80° from the vertical); outer rays clamp
 
 
-def _binned(k1: np.ndarray, k2: np.ndarray):
-    """Sort rays by their bin on a regular grid over the 2-D key ``(k1, k2)``.
+def _binned(k1: np.ndarray, k2: np.ndarray, lo: tuple[float, float], hi: tuple[float, float]):
+    """Sort rays by their cell on a regular grid over ``[lo, hi]`` of the 2-D key ``(k1, k2)``; keys
+    outside are clamped into the border cells (so every key interval maps to the cells that can
+    hold its rays).
 
-    Returns ``(order, starts, to_bin)``: ray indices sorted by bin, the start of each bin in
-    ``order`` (``(_BINS² + 1,)``), and a function mapping key intervals to clipped bin ranges.
+    Returns ``(order, starts, to_cells)``: ray indices sorted by cell, the start of each cell in
+    ``order`` (``(_BINS² + 1,)``), and a function mapping key intervals to inclusive cell ranges.
     """
-    lo = (float(k1.min()), float(k2.min()))
-    span = (max(float(k1.max()) - lo[0], 1e-9), max(float(k2.max()) - lo[1], 1e-9))
+    span = (max(hi[0] - lo[0], 1e-9), max(hi[1] - lo[1], 1e-9))
     f = (_BINS / span[0], _BINS / span[1])
-    b1 = np.minimum(((k1 - lo[0]) * f[0]).astype(np.int32), _BINS - 1)
-    b2 = np.minimum(((k2 - lo[1]) * f[1]).astype(np.int32), _BINS - 1)
-    bins = (b1 * _BINS + b2).astype(np.int16)
-    order = np.argsort(bins, kind="stable")
+
+    def cell(axis: int, k):
+        return np.clip(np.floor((k - lo[axis]) * f[axis]), 0, _BINS - 1).astype(np.int64)
+
+    cells = (cell(0, k1) * _BINS + cell(1, k2)).astype(np.int16)
+    order = np.argsort(cells, kind="stable")
     starts = np.zeros(_BINS * _BINS + 1, np.int64)
-    np.cumsum(np.bincount(bins, minlength=_BINS * _BINS), out=starts[1:])
+    np.cumsum(np.bincount(cells, minlength=_BINS * _BINS), out=starts[1:])
 
-    def to_bin(axis: int, lo_k: np.ndarray, hi_k: np.ndarray):
-        i0 = np.clip(np.floor((lo_k - lo[axis]) * f[axis]), 0, _BINS - 1).astype(np.int64)
-        i1 = np.clip(np.floor((hi_k - lo[axis]) * f[axis]), -1, _BINS - 1).astype(np.int64)
-        return i0, np.where(hi_k < lo[axis], -1, i1)
+    def to_cells(axis: int, a: np.ndarray, b: np.ndarray):
+        return cell(axis, a), cell(axis, b)
 
-    return order, starts, to_bin
+    return order, starts, to_cells
 
 
 def _dot3(axis: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -430,83 +437,87 @@ def _dot3(axis: np.ndarray, v: np.ndarray) -> np.ndarray:
     return a[0] * v[0] + a[1] * v[1] + a[2] * v[2]
 
 
-def _visibility(comp: _Compiled, light: Light, origins: np.ndarray, self_pid: np.ndarray) -> np.ndarray:
-    """1 where the segment from each origin ``(3, K)`` to ``light`` is free, else 0 (``(K,)`` float32).
+def _light_space(light: Light, pts: np.ndarray, dtype=np.float32):
+    """Light-space coordinates ``(k1, k2, depth, valid)`` of points ``pts (3, ...)``.
 
-    (ray, occluder) candidate pairs come from bounding spheres, without a (rays × occluders) table:
-    rays are binned once on a 2-D key, each occluder takes the bins its sphere can reach, then a
-    finer test; the surviving pairs are intersected exactly, one vectorised call per primitive kind.
-    For a point light the key is ``(û_x, û_z)`` of the unit direction from the light: a sphere
-    subtending a half-angle α around ``û_c`` is reached only by directions within the chord
-    ``2 sin(α/2)`` of ``û_c`` in every component and inside the cone ``û·û_c ≥ cos α``, by rays that
-    end beyond the sphere's near side. For a sun the key is the origin's orthographic projection
-    ``(q1, q2)`` on a plane ⊥ ``s``; the projection is linear, so an occluder is reached only from
-    the rectangle spanned by its bounding-box corners' projections, by origins that lie below its
-    highest corner along ``s`` (tighter than a sphere for long buildings).
+    A shadow segment from a point to the light projects to a single key, and an occluder can only
+    block it if the occluder's projection contains that key and some of it lies nearer to the light
+    (smaller ``depth``). Sun (direction ``s``): orthographic, ``k = (e1·p, e2·p)`` with ``e1, e2 ⊥ s``,
+    ``depth = −s·p``. Point light L: central projection onto a horizontal plane,
+    ``k = ((x − Lx)/(Ly − y), (z − Lz)/(Ly − y))``, ``depth = Ly − y``, defined (``valid``) for points
+    below the light; both maps send segments to segments, so a convex occluder's projection lies in
+    the bounding rectangle of its projected bounding-box corners.
     """
-    occ = comp.occ
-    k_rays = origins.shape[1]
-    vis = np.ones(k_rays, np.float32)
-    if occ.radii.size == 0 or k_rays == 0:
-        return vis
-    r = occ.radii
-    point = light.direction is None
-    if point:
-        lpos64 = np.asarray(light.position, np.float64)
-        lpos = lpos64.astype(np.float32)
-        w = origins - lpos[:, None]
-        dist = np.sqrt((w * w).sum(0))
-        u = w / dist[None, :]
-        k1, k2 = u[0], u[2]
-        cv = occ.centers - lpos64
-        cd = np.sqrt((cv * cv).sum(1))
-        uc = cv / np.maximum(cd, 1e-9)[:, None]
-        inside = cd <= r  # the light is inside the sphere: every direction may reach it
-        cos_a = np.where(
-            inside, -2.0, np.sqrt(np.clip(1.0 - (r / np.maximum(cd, 1e-9)) ** 2, 0.0, 1.0)) - 1e-6
-        )
-        band = np.where(inside, 4.0, np.sqrt(np.maximum(2.0 - 2.0 * cos_a, 0.0)) + 1e-4)
-        c1, c2 = uc[:, 0], uc[:, 2]
-        uc, near, cos_a = uc.astype(np.float32), (cd - r - 1e-3).astype(np.float32), cos_a.astype(np.float32)
-    else:
+    if light.direction is not None:
         s = np.asarray(light.direction, np.float64)
         e1 = np.cross(s, [0.0, 1.0, 0.0] if abs(s[1]) < 0.9 else [1.0, 0.0, 0.0])
         e1 /= np.linalg.norm(e1)
         e2 = np.cross(s, e1)
-        k1, k2, qs = (_dot3(axis, origins) for axis in (e1, e2, s))
-        p1, p2, ps = occ.corners @ e1, occ.corners @ e2, occ.corners @ s  # (Q, 8) each
-        pad = 1e-3  # metres, against float32 round-off on silhouettes
-        lo1, hi1, lo2, hi2 = p1.min(1) - pad, p1.max(1) + pad, p2.min(1) - pad, p2.max(1) + pad
-        box = np.stack([lo1, hi1, lo2, hi2, ps.max(1)]).astype(np.float32)  # (5, Q)
-    order, starts, to_bin = _binned(k1, k2)
-    if point:
-        r0, r1 = to_bin(0, c1 - band, c1 + band)
-        q0, q1 = to_bin(1, c2 - band, c2 + band)
+        k1, k2, qs = (axis[0] * pts[0] + axis[1] * pts[1] + axis[2] * pts[2] for axis in (e1, e2, s))
+        return k1.astype(dtype), k2.astype(dtype), (-qs).astype(dtype), np.ones(np.shape(pts[0]), bool)
+    lx, ly, lz = (float(v) for v in light.position)
+    dy = ly - pts[1]
+    valid = dy > 1e-4
+    inv = 1.0 / np.where(valid, dy, 1.0)
+    k1 = np.where(valid, (pts[0] - lx) * inv, _FAR_KEY)
+    k2 = np.where(valid, (pts[2] - lz) * inv, _FAR_KEY)
+    return k1.astype(dtype), k2.astype(dtype), dy.astype(dtype), valid
+
+
+def _visibility(comp: _Compiled, light: Light, origins: np.ndarray, self_pid: np.ndarray) -> np.ndarray:
+    """1 where the segment from each origin ``(3, K)`` to ``light`` is free, else 0 (``(K,)`` float32).
+
+    (ray, occluder) candidate pairs come from light space (:func:`_light_space`) without a
+    (rays × occluders) table: rays are binned once by their key, each occluder takes the cells its
+    projected bounding rectangle covers, then the exact rectangle and depth tests; the surviving
+    pairs are intersected exactly, one vectorised call per primitive kind. A point light's occluder
+    that reaches up to the light's height has no bounded projection and is paired with every ray
+    (rays from points above the light can only be blocked by such occluders).
+    """
+    occ = comp.occ
+    k_rays = origins.shape[1]
+    vis = np.ones(k_rays, np.float32)
+    if occ.prims.size == 0 or k_rays == 0:
+        return vis
+    k1, k2, depth, _ = _light_space(light, origins)
+    ck1, ck2, cdepth, cvalid = _light_space(light, occ.corners.transpose(2, 0, 1), np.float64)  # (Q, 8)
+    bounded = cvalid.all(1)
+    rect = np.stack([ck1.min(1), ck1.max(1), ck2.min(1), ck2.max(1), cdepth.min(1)])
+    rect[:4] += np.array([-1e-4, 1e-4, -1e-4, 1e-4])[:, None] * (1.0 + np.abs(rect[:4]))  # round-off
+    if light.direction is None:
+        lo = (max(float(k1.min()), -_MAX_SLOPE), max(float(k2.min()), -_MAX_SLOPE))
+        hi = (
+            min(float(k1[k1 < _FAR_KEY].max(initial=0.0)), _MAX_SLOPE),
+            min(float(k2[k2 < _FAR_KEY].max(initial=0.0)), _MAX_SLOPE),
+        )
     else:
-        r0, r1 = to_bin(0, lo1, hi1)
-        q0, q1 = to_bin(1, lo2, hi2)
+        lo, hi = (float(k1.min()), float(k2.min())), (float(k1.max()), float(k2.max()))
+    order, starts, to_cells = _binned(k1, k2, lo, hi)
+    r0, r1 = to_cells(0, rect[0], rect[1])
+    q0, q1 = to_cells(1, rect[2], rect[3])
     pieces, owners = [], []
-    for j in np.flatnonzero((r0 <= r1) & (q0 <= q1)):
+    for j in np.flatnonzero(bounded):
         for row in range(r0[j], r1[j] + 1):
             i0, i1 = starts[row * _BINS + q0[j]], starts[row * _BINS + q1[j] + 1]
             if i1 > i0:
                 pieces.append(order[i0:i1])
                 owners.append((j, i1 - i0))
+    unbounded = np.flatnonzero(~bounded)
+    for j in unbounded:
+        pieces.append(np.arange(k_rays))
+        owners.append((j, k_rays))
     if not pieces:
         return vis
     ray = np.concatenate(pieces)
     j = np.repeat(np.array([o for o, _ in owners]), [c for _, c in owners])
     prim = np.take(occ.prims, j)
-    ok = np.take(self_pid, ray) != prim
-    if point:
-        ug = np.take(uc, j, axis=0)
-        cosang = np.take(u[0], ray) * ug[:, 0] + np.take(u[1], ray) * ug[:, 1] + np.take(u[2], ray) * ug[:, 2]
-        ok &= (cosang >= np.take(cos_a, j)) & (np.take(dist, ray) > np.take(near, j))
-    else:
-        b1, b2 = np.take(k1, ray), np.take(k2, ray)
-        bj = np.take(box, j, axis=1)
-        ok &= (b1 >= bj[0]) & (b1 <= bj[1]) & (b2 >= bj[2]) & (b2 <= bj[3]) & (bj[4] > np.take(qs, ray))
-    ray, prim = ray[ok], prim[ok]
+    b1, b2 = np.take(k1, ray), np.take(k2, ray)
+    rj = np.take(rect.astype(np.float32), j, axis=1)
+    inside = (b1 >= rj[0]) & (b1 <= rj[1]) & (b2 >= rj[2]) & (b2 <= rj[3]) & (rj[4] < np.take(depth, ray))
+    if unbounded.size:
+        inside |= ~np.take(bounded, j)
+    keep = inside & (np.take(self_pid, ray) != prim)
+    ray, prim = ray[keep], prim[keep]
 
     # exact tests, one call per kind
     kinds = np.take(comp.kind, prim)
@@ -514,11 +525,12 @@ def _visibility(comp: _Compiled, light: Light, origins: np.ndarray, self_pid: np
         m = kinds == kind
         rk, pk = ray[m], prim[m]
         o = (np.take(origins[0], rk), np.take(origins[1], rk), np.take(origins[2], rk))
-        if point:
-            dirs = (lpos[0] - o[0], lpos[1] - o[1], lpos[2] - o[2])  # t in (0, 1) reaches the light
+        if light.direction is None:
+            lp = [np.float32(v) for v in light.position]
+            dirs = (lp[0] - o[0], lp[1] - o[1], lp[2] - o[2])  # t in (0, 1) reaches the light
             tmax = 1.0
         else:
-            dirs = tuple(float(v) for v in s)
+            dirs = tuple(float(v) for v in light.direction)
             tmax = np.inf
         tk = KERNELS[PrimType(int(kind))][0](o, dirs, comp.params(PrimType(int(kind)), pk))
         vis[rk[tk < tmax]] = 0.0
