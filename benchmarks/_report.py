@@ -47,11 +47,12 @@ def write_section(name: str, body: str, *, command: str | None = None, doc: Path
     command = command or "python " + " ".join(sys.argv)
     start, end = f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
     block = (
-        f"{start}\n## {name}\n\nCommand: `{command}`  \nMachine: {machine_summary()}\n\n"
-        f"{body.strip()}\n{end}"
+        f"{start}\n## {name}\n\nCommand: `{command}`  \nMachine: {machine_summary()}\n\n{body.strip()}\n{end}"
     )
     text = doc.read_text() if doc.exists() else HEADER
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)

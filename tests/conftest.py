@@ -12,7 +12,9 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory):
     from mtdense.data.synthetic import write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("synth") / "indoor"
-    write_synthetic_dataset(root, train=16, val=4, size=(32, 48), seed=3, family="indoor", progress=False, workers=1)
+    write_synthetic_dataset(
+        root, train=16, val=4, size=(32, 48), seed=3, family="indoor", progress=False, workers=1
+    )
     return root
 
 
@@ -23,8 +25,12 @@ def tiny_raw_config(synth_root):
     def make(**overrides):
         raw = {
             "seed": 0,
-            "data": {"dataset": "synthetic", "root": str(synth_root), "tasks": ["semseg", "depth", "normals", "edge"],
-                     "cache": True},
+            "data": {
+                "dataset": "synthetic",
+                "root": str(synth_root),
+                "tasks": ["semseg", "depth", "normals", "edge"],
+                "cache": True,
+            },
             "model": {"name": "mtl", "backbone": {"name": "resnet18"}},
             "train": {"max_steps": 4, "batch_size": 2, "lr": 1e-3, "log_every": 1, "channels_last": False},
             "eval": {"batch_size": 4, "edge_exact": False},

@@ -128,7 +128,9 @@ def test_exported_weights_load_as_pretrained_backbone(trained_run, tiny_raw_conf
 
     weights = tmp_path / "release.safetensors"
     assert main(["export", str(trained_run), "--out", str(weights)]) == 0
-    raw = tiny_raw_config(**{"model.name": "stl", "data.tasks": ["depth"], "model.backbone.pretrained": str(weights)})
+    raw = tiny_raw_config(
+        **{"model.name": "stl", "data.tasks": ["depth"], "model.backbone.pretrained": str(weights)}
+    )
     cfg = validate_config(raw)
     model = build_model_for(cfg, build_tasks(cfg, {}))
     assert "loaded" in capsys.readouterr().out

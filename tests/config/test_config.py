@@ -43,7 +43,10 @@ def test_defaults_and_overrides(tmp_path):
         ({**BASE, "train": {"bf16": "yes"}}, "train.bf16"),
         ({**BASE, "data": {"tasks": ["depth", "flow"]}}, "data.tasks.1"),
         ({**BASE, "data": {"tasks": ["depth"], "aux_tasks": ["depth"]}}, "data.aux_tasks"),
-        ({**BASE, "model": {"name": "mtl", "backbone": {"name": "resnet18", "depth": 3}}}, "model.backbone.depth"),
+        (
+            {**BASE, "model": {"name": "mtl", "backbone": {"name": "resnet18", "depth": 3}}},
+            "model.backbone.depth",
+        ),
         ({"model": {"backbone": {"name": "resnet18"}}}, "model.name"),
         ({**BASE, "optimizer": "adam"}, "optimizer: unknown key"),
     ],

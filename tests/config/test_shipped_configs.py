@@ -8,14 +8,23 @@ import pytest
 
 from mtdense.config import load_config
 
-CONFIGS = sorted(p for p in (Path(__file__).parents[2] / "configs").rglob("*.yaml") if not p.name.startswith("_"))
+CONFIGS = sorted(
+    p for p in (Path(__file__).parents[2] / "configs").rglob("*.yaml") if not p.name.startswith("_")
+)
 
 
 def test_configs_exist():
     names = {p.relative_to(p.parents[1]).as_posix() for p in CONFIGS}
-    for required in ("nyud/stl_semseg_hrnet18s.yaml", "nyud/stl_depth_hrnet18s.yaml", "nyud/mtl_hrnet18s.yaml",
-                     "nyud/padnet_hrnet18s.yaml", "nyud/padnet_hrnet18s_aux.yaml", "nyud/mtinet_hrnet18s.yaml",
-                     "nyud/mtinet_hrnet18s_aux.yaml", "nyud/mtinet_hrnet18s_nofpm.yaml"):
+    for required in (
+        "nyud/stl_semseg_hrnet18s.yaml",
+        "nyud/stl_depth_hrnet18s.yaml",
+        "nyud/mtl_hrnet18s.yaml",
+        "nyud/padnet_hrnet18s.yaml",
+        "nyud/padnet_hrnet18s_aux.yaml",
+        "nyud/mtinet_hrnet18s.yaml",
+        "nyud/mtinet_hrnet18s_aux.yaml",
+        "nyud/mtinet_hrnet18s_nofpm.yaml",
+    ):
         assert required in names
 
 

@@ -102,7 +102,9 @@ def test_compute_losses_uses_each_tasks_loss_at_every_scale(tiny_raw_config, tmp
     batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=2)))
     depth = batch["depth"]
     coarse = torch.zeros(2, 1, depth.shape[-2] // 4, depth.shape[-1] // 4)
-    losses = compute_losses({"depth": torch.zeros_like(depth), "initial/s4/depth": coarse}, batch, trainer.tasks)
+    losses = compute_losses(
+        {"depth": torch.zeros_like(depth), "initial/s4/depth": coarse}, batch, trainer.tasks
+    )
     valid = depth > 0
     expected = depth[valid].abs().mean()  # L1 of a zero prediction = mean |gt| over valid pixels
     assert torch.allclose(losses["depth"], expected) and torch.allclose(losses["initial/s4/depth"], expected)

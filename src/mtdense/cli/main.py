@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser(
-        "train", help="train a model from a YAML config", formatter_class=fmt,
+        "train",
+        help="train a model from a YAML config",
+        formatter_class=fmt,
         description="Train the model of CONFIG into the run directory OUT (config.yaml, metrics.jsonl, "
         "TensorBoard events, checkpoints/last.pt, results.json).",
         epilog="Example:\n  mtdense train configs/demo.yaml --out runs/mtl --max-steps 200 train.lr=1e-3",
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
     e = sub.add_parser(
-        "eval", help="evaluate a trained run on a split", formatter_class=fmt,
+        "eval",
+        help="evaluate a trained run on a split",
+        formatter_class=fmt,
         description="Evaluate a run directory or checkpoint; prints a metrics table and writes results JSON "
         "(RUN/results.json for the val split, RUN/results_<split>.json otherwise).",
         epilog="Example:\n  mtdense eval runs/mtl --split val --baseline runs/stl/results.json",
@@ -61,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="where to write the results JSON")
 
     pr = sub.add_parser(
-        "predict", help="predict every task on any image(s)", formatter_class=fmt,
+        "predict",
+        help="predict every task on any image(s)",
+        formatter_class=fmt,
         description="Per image and task a coloured PNG and the raw .npy array, plus a side-by-side figure.",
         epilog="Example:\n  mtdense predict runs/mtl photo.jpg more_photos/ --out preds",
     )
@@ -71,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--max-side", type=int, default=1024, help="downscale larger photos to this longer side")
 
     x = sub.add_parser(
-        "export", help="write release weights as safetensors", formatter_class=fmt,
+        "export",
+        help="write release weights as safetensors",
+        formatter_class=fmt,
         description="Write the model weights (no optimiser state) with the config as metadata; "
         "`predict` and `pretrained:` accept the file.",
         epilog="Example:\n  mtdense export runs/mtl --out mtl.safetensors",
@@ -82,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     s = dsub.add_parser(
-        "synth", help="render the embedded synthetic benchmark", formatter_class=fmt,
+        "synth",
+        help="render the embedded synthetic benchmark",
+        formatter_class=fmt,
         description="Render the procedural synthetic benchmark in the NYUD-MT layout (images/, segmentation/, "
         "depth/, normals/, edge/, gt_sets/, meta.json). Deterministic from --seed.",
         epilog="Example:\n  mtdense data synth data/synth --train 800 --val 200 --size 192x256 --family indoor",
@@ -96,18 +106,23 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
 
     m = sub.add_parser(
-        "demo", help="train and evaluate single-task and multi-task models on the synthetic benchmark",
+        "demo",
+        help="train and evaluate single-task and multi-task models on the synthetic benchmark",
         formatter_class=fmt,
         description="Render the synthetic benchmark, train the single-task models and the multi-task model of "
         "configs/demo.yaml, evaluate them, and write OUT/results.json, OUT/results.md and OUT/predictions.png.",
         epilog="Example:\n  mtdense demo --out runs/demo",
     )
-    m.add_argument("--config", default=None, help="demo config (default: configs/demo.yaml or the packaged one)")
+    m.add_argument(
+        "--config", default=None, help="demo config (default: configs/demo.yaml or the packaged one)"
+    )
     m.add_argument("--out", default="runs/demo")
     m.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
     c = sub.add_parser(
-        "complexity", help="parameters, FLOPs and speed of a model", formatter_class=fmt,
+        "complexity",
+        help="parameters, FLOPs and speed of a model",
+        formatter_class=fmt,
         description="Parameters (total and per top-level module), forward GFLOPs per image, and with --time the "
         "median train-step and inference seconds; compares a multi-task model with the sum of its single-task "
         "models. Needs no dataset.",
@@ -176,8 +191,14 @@ def cmd_data(args: argparse.Namespace) -> int:
     from mtdense.data.synthetic import write_synthetic_dataset
 
     out = write_synthetic_dataset(
-        args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, family=args.family,
-        progress=True, workers=args.workers,
+        args.out,
+        train=args.train,
+        val=args.val,
+        size=args.size,
+        seed=args.seed,
+        family=args.family,
+        progress=True,
+        workers=args.workers,
     )
     print(f"wrote the synthetic {args.family} benchmark to {out}")
     return 0
@@ -194,16 +215,26 @@ def cmd_complexity(args: argparse.Namespace) -> int:
     from mtdense.engine.complexity import complexity_report, format_complexity
 
     report = complexity_report(
-        args.config, overrides=list(args.overrides), size=args.size, batch=args.batch, time=args.time,
-        bf16=args.bf16, compare_stl=not args.no_stl,
+        args.config,
+        overrides=list(args.overrides),
+        size=args.size,
+        batch=args.batch,
+        time=args.time,
+        bf16=args.bf16,
+        compare_stl=not args.no_stl,
     )
     print(json.dumps(report, indent=2) if args.json else format_complexity(report))
     return 0
 
 
 COMMANDS = {
-    "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "data": cmd_data,
-    "demo": cmd_demo, "complexity": cmd_complexity,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "data": cmd_data,
+    "demo": cmd_demo,
+    "complexity": cmd_complexity,
 }
 
 

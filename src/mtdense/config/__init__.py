@@ -14,6 +14,18 @@ from mtdense.config.schema import (
 )
 
 __all__ = [
-    "BackboneConfig", "Config", "DataConfig", "EvalConfig", "LossConfig", "ModelConfig", "Section", "SynthSpec",
-    "TrainConfig", "apply_overrides", "config_to_dict", "load_config", "save_config", "validate_config",
+    "BackboneConfig",
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "LossConfig",
+    "ModelConfig",
+    "Section",
+    "SynthSpec",
+    "TrainConfig",
+    "apply_overrides",
+    "config_to_dict",
+    "load_config",
+    "save_config",
+    "validate_config",
 ]

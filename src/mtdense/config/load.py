@@ -79,7 +79,9 @@ def read_yaml(path: str | Path, *, _chain: tuple[Path, ...] = ()) -> dict[str, A
     return data
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str], *, source: str = "command line") -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], overrides: list[str], *, source: str = "command line"
+) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a copy of ``raw``."""
     out = copy.deepcopy(raw)
     for item in overrides:
@@ -93,7 +95,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], *, source: str = 
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"{source}: cannot set {key!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+                raise ConfigError(
+                    f"{source}: cannot set {key!r}: {'.'.join(parts[: i + 1])} is not a mapping"
+                )
             node = child
         node[parts[-1]] = parse_yaml(value, source=f"{source} override {key}")
     return out

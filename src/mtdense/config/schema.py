@@ -43,7 +43,9 @@ class DataConfig(Section):
     dataset: Literal["nyud_mt", "synthetic"] = "synthetic"
     root: str = "data/synth_indoor"
     synth: SynthSpec | None = None
-    tasks: list[TaskName] = Field(default_factory=lambda: ["semseg", "depth", "normals", "edge"], min_length=1)
+    tasks: list[TaskName] = Field(
+        default_factory=lambda: ["semseg", "depth", "normals", "edge"], min_length=1
+    )
     aux_tasks: list[TaskName] = Field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"

@@ -102,8 +102,13 @@ def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
             from mtdense.data.synthetic import write_synthetic_dataset
 
             write_synthetic_dataset(
-                root, train=spec.train, val=spec.val, size=tuple(spec.size), seed=spec.seed,
-                family=spec.family, progress=progress,
+                root,
+                train=spec.train,
+                val=spec.val,
+                size=tuple(spec.size),
+                seed=spec.seed,
+                family=spec.family,
+                progress=progress,
             )
         elif spec is not None and not _synth_meta_matches(root, cfg):
             raise DataError(
@@ -133,7 +138,9 @@ def build_train_transform(cfg: Config) -> Any:
 
     steps: list[Any] = []
     if list(cfg.data.scales) != [1.0]:
-        steps.append(T.RandomScale(scales=tuple(cfg.data.scales), depth_divide=cfg.data.depth_divide_by_scale))
+        steps.append(
+            T.RandomScale(scales=tuple(cfg.data.scales), depth_divide=cfg.data.depth_divide_by_scale)
+        )
     if cfg.data.crop_size is not None:
         steps.append(T.RandomCrop(size=tuple(cfg.data.crop_size)))
     if cfg.data.flip:
@@ -159,14 +166,21 @@ def make_train_loader(
     cfg: Config, dataset: Dataset, *, start_step: int = 0, rank: int = 0, world_size: int = 1
 ) -> DataLoader:
     sampler = ResumableBatchSampler(
-        len(dataset), batch_size=cfg.train.batch_size, seed=cfg.seed, start_step=start_step,  # type: ignore[arg-type]
-        rank=rank, world_size=world_size,
+        len(dataset),
+        batch_size=cfg.train.batch_size,
+        seed=cfg.seed,
+        start_step=start_step,  # type: ignore[arg-type]
+        rank=rank,
+        world_size=world_size,
     )
     # the loader's own generator: creating an iterator must not draw from the global RNG, or a
     # resumed run's dropout stream would be one draw off the uninterrupted run's
     return DataLoader(
-        dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-        persistent_workers=cfg.data.num_workers > 0, generator=torch.Generator().manual_seed(cfg.seed),
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        persistent_workers=cfg.data.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
 
 
@@ -174,6 +188,9 @@ def make_eval_loader(cfg: Config, dataset: Dataset, *, rank: int = 0, world_size
     indices = list(range(rank, len(dataset), world_size))  # type: ignore[arg-type]
     subset = torch.utils.data.Subset(dataset, indices) if world_size > 1 else dataset
     return DataLoader(
-        subset, batch_size=cfg.eval.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+        subset,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
         generator=torch.Generator().manual_seed(cfg.seed),
     )

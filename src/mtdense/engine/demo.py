@@ -25,10 +25,15 @@ DEFAULT_CONFIG = Path("configs/demo.yaml")
 
 def stl_raw_config(raw: dict[str, Any], task: str) -> dict[str, Any]:
     """The single-task counterpart of a multi-task config: same backbone and recipe, one task, no aux."""
-    return apply_overrides(raw, [
-        "model={name: stl, backbone: " + json.dumps(raw.get("model", {}).get("backbone", {})) + "}",
-        f"data.tasks=[{task}]", "data.aux_tasks=[]", "eval.baseline=null",
-    ])
+    return apply_overrides(
+        raw,
+        [
+            "model={name: stl, backbone: " + json.dumps(raw.get("model", {}).get("backbone", {})) + "}",
+            f"data.tasks=[{task}]",
+            "data.aux_tasks=[]",
+            "eval.baseline=null",
+        ],
+    )
 
 
 def _train(raw: dict[str, Any], out: Path, *, source: str) -> dict[str, Any]:
@@ -47,7 +52,9 @@ def _train(raw: dict[str, Any], out: Path, *, source: str) -> dict[str, Any]:
     return result.results or {}
 
 
-def run_demo(*, config: str | Path | None = None, out: str | Path = "runs/demo", overrides: list[str] | None = None) -> dict:
+def run_demo(
+    *, config: str | Path | None = None, out: str | Path = "runs/demo", overrides: list[str] | None = None
+) -> dict:
     path = Path(config) if config else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"demo config not found: {path} (run the demo from the repository root)")
@@ -93,8 +100,9 @@ def save_prediction_figure(run_dir: Path, path: Path, *, n: int = 3) -> Path:
     cfg = run.cfg
     root = D.prepare_dataset_root(cfg, progress=False)
     cfg.data.cache = False
-    val = D.Augmented(D.build_base_dataset(cfg, cfg.data.val_split, root=root), D.build_eval_transform(cfg),
-                      seed=cfg.seed)
+    val = D.Augmented(
+        D.build_base_dataset(cfg, cfg.data.val_split, root=root), D.build_eval_transform(cfg), seed=cfg.seed
+    )
     rows = []
     for i in range(min(n, len(val))):
         sample = val[i]

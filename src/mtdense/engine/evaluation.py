@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from mtdense.engine import data as D
-from mtdense.engine.inference import load_run
 from mtdense.engine.evaluator import evaluate
+from mtdense.engine.inference import load_run
 from mtdense.engine.trainer import attach_delta
 
 
@@ -33,11 +33,17 @@ def evaluate_run(
         cfg.data.root = str(data_root)
     cfg.data.cache = False
     root = D.prepare_dataset_root(cfg, progress=True)
-    dataset = D.Augmented(D.build_base_dataset(cfg, split, root=root), D.build_eval_transform(cfg), seed=cfg.seed)
+    dataset = D.Augmented(
+        D.build_base_dataset(cfg, split, root=root), D.build_eval_transform(cfg), seed=cfg.seed
+    )
     tasks = {t: loaded.tasks[t] for t in cfg.data.tasks}
     results: dict[str, Any] = evaluate(
-        loaded.model, D.make_eval_loader(cfg, dataset), tasks, device=torch.device("cpu"),
-        bf16=cfg.train.bf16, progress=True,
+        loaded.model,
+        D.make_eval_loader(cfg, dataset),
+        tasks,
+        device=torch.device("cpu"),
+        bf16=cfg.train.bf16,
+        progress=True,
     )
     baseline = baseline or cfg.eval.baseline
     if baseline:

@@ -48,7 +48,9 @@ def load_run(run_or_ckpt: str | Path, *, device: torch.device | None = None) -> 
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         if "config" not in metadata:
-            raise CheckpointError(f"{path}: no mtdense config in its metadata (was it written by `mtdense export`?)")
+            raise CheckpointError(
+                f"{path}: no mtdense config in its metadata (was it written by `mtdense export`?)"
+            )
         raw_cfg, meta = json.loads(metadata["config"]), json.loads(metadata.get("meta", "{}"))
         state = load_checkpoint(path)
     else:
@@ -75,9 +77,15 @@ def export_safetensors(run_or_ckpt: str | Path, out: str | Path) -> Path:
     tensors = {k: v.detach().contiguous().clone() for k, v in run.model.state_dict().items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out), metadata={
-        "config": json.dumps(config_to_dict(run.cfg)), "meta": json.dumps(run.meta), "format": "mtdense-1",
-    })
+    save_file(
+        tensors,
+        str(out),
+        metadata={
+            "config": json.dumps(config_to_dict(run.cfg)),
+            "meta": json.dumps(run.meta),
+            "format": "mtdense-1",
+        },
+    )
     return out
 
 

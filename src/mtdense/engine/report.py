@@ -20,7 +20,9 @@ def format_results(results: Mapping[str, Mapping[str, Any]], *, title: str | Non
     return "\n".join(lines)
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, Mapping[str, float]]], columns: list[tuple[str, str]]) -> str:
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]], columns: list[tuple[str, str]]
+) -> str:
     """A markdown table: one row per model, ``columns`` as (task, metric) pairs, plus Δm when present."""
     has_delta = any("multitask" in r for r in rows.values())
     header = ["model", *[f"{t} {m}" for t, m in columns]] + (["Δm %"] if has_delta else [])

@@ -28,7 +28,9 @@ def build_tasks(cfg: Config, meta: dict[str, Any]) -> dict[str, Task]:
             tasks[name] = NormalsTask(loss=cfg.loss.normals)
         elif name == "edge":
             tasks[name] = EdgeTask(
-                pos_weight=cfg.loss.edge_pos_weight, max_dist=cfg.eval.edge_max_dist, exact=cfg.eval.edge_exact
+                pos_weight=cfg.loss.edge_pos_weight,
+                max_dist=cfg.eval.edge_max_dist,
+                exact=cfg.eval.edge_exact,
             )
     return tasks
 
@@ -90,8 +92,11 @@ def build_optimizer(cfg: Config, model: nn.Module, balancer: nn.Module) -> torch
     t = cfg.train
     groups = model.param_groups() if hasattr(model, "param_groups") else {"new": list(model.parameters())}
     params = [
-        {"params": [p for p in groups.get("backbone", []) if p.requires_grad], "lr": t.lr * t.backbone_lr_mult,
-         "name": "backbone"},
+        {
+            "params": [p for p in groups.get("backbone", []) if p.requires_grad],
+            "lr": t.lr * t.backbone_lr_mult,
+            "name": "backbone",
+        },
         {"params": [p for p in groups.get("new", []) if p.requires_grad], "lr": t.lr, "name": "new"},
         {"params": list(balancer.parameters()), "lr": t.lr, "weight_decay": 0.0, "name": "balancer"},
     ]
@@ -114,4 +119,3 @@ def lr_factor(cfg: Config, step: int) -> float:
 
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
-

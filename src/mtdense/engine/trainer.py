@@ -26,7 +26,13 @@ from mtdense.engine.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint, loa
 from mtdense.engine.distributed import DistInfo, barrier, init_distributed, select_device
 from mtdense.engine.evaluator import autocast_context, evaluate
 from mtdense.engine.logging import RunLogger
-from mtdense.engine.setup import build_balancer, build_model_for, build_optimizer, build_scheduler, build_tasks
+from mtdense.engine.setup import (
+    build_balancer,
+    build_model_for,
+    build_optimizer,
+    build_scheduler,
+    build_tasks,
+)
 from mtdense.errors import MtdenseError, TrainingError
 from mtdense.tasks import Task
 
@@ -88,10 +94,14 @@ class Trainer:
         self.tasks = build_tasks(cfg, self.meta)
         self.eval_tasks = {t: self.tasks[t] for t in cfg.data.tasks}
         self.train_set = D.Augmented(
-            D.build_base_dataset(cfg, cfg.data.train_split, root=root), D.build_train_transform(cfg), seed=cfg.seed
+            D.build_base_dataset(cfg, cfg.data.train_split, root=root),
+            D.build_train_transform(cfg),
+            seed=cfg.seed,
         )
         self.val_set = D.Augmented(
-            D.build_base_dataset(cfg, cfg.data.val_split, root=root), D.build_eval_transform(cfg), seed=cfg.seed
+            D.build_base_dataset(cfg, cfg.data.val_split, root=root),
+            D.build_eval_transform(cfg),
+            seed=cfg.seed,
         )
 
         self.model = build_model_for(cfg, self.tasks).to(self.device)
@@ -149,9 +159,15 @@ class Trainer:
 
             for buf in self.model.buffers():
                 dist.broadcast(buf, src=0)
-        loader = D.make_eval_loader(self.cfg, self.val_set, rank=self.dist.rank, world_size=self.dist.world_size)
+        loader = D.make_eval_loader(
+            self.cfg, self.val_set, rank=self.dist.rank, world_size=self.dist.world_size
+        )
         results = evaluate(
-            self.model, loader, self.eval_tasks, device=self.device, bf16=self.cfg.train.bf16,
+            self.model,
+            loader,
+            self.eval_tasks,
+            device=self.device,
+            bf16=self.cfg.train.bf16,
             channels_last=self.cfg.train.channels_last,
         )
         if self.cfg.eval.baseline:
@@ -163,7 +179,11 @@ class Trainer:
         as an interrupted job would, so that ``--resume`` can continue it."""
         cfg = self.cfg.train
         loader = D.make_train_loader(
-            self.cfg, self.train_set, start_step=self.step, rank=self.dist.rank, world_size=self.dist.world_size
+            self.cfg,
+            self.train_set,
+            start_step=self.step,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
         steps_per_epoch = loader.batch_sampler.steps_per_epoch  # type: ignore[union-attr]
         results = None
@@ -187,14 +207,21 @@ class Trainer:
                     bar.set_postfix(loss=f"{log['loss']:.4f}", img_s=f"{ips:.1f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-                    self.logger.log({"step": self.step, "split": "train", **log, "lr": lrs, "images_per_s": ips})
+                    self.logger.log(
+                        {"step": self.step, "split": "train", **log, "lr": lrs, "images_per_s": ips}
+                    )
                 end_of_epoch = self.step % steps_per_epoch == 0
                 final = self.step == cfg.max_steps
                 if final or (cfg.eval_every and self.step % cfg.eval_every == 0):
                     results = self.run_eval()
                     self.logger.log({"step": self.step, "split": "val", "results": results})
                 stopping = stop_after is not None and self.step >= stop_after
-                if final or end_of_epoch or stopping or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                if (
+                    final
+                    or end_of_epoch
+                    or stopping
+                    or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+                ):
                     self.save()
                 if stopping:
                     break
@@ -207,7 +234,10 @@ class Trainer:
         return TrainResult(step=self.step, results=results, out=self.out)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+        batch = {
+            k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v)
+            for k, v in batch.items()
+        }
         image = batch["image"]
         if self.cfg.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
@@ -218,7 +248,9 @@ class Trainer:
         if not torch.isfinite(total):
             bad = [k for k, v in losses.items() if not torch.isfinite(v)]
             last = self.out / CHECKPOINT_DIR / LAST
-            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
+            kept = (
+                f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
+            )
             raise TrainingError(
                 f"non-finite loss at step {self.step + 1} (terms: {', '.join(bad) or 'total'}); stopping: {kept}"
             )

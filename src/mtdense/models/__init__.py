@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 # importing an architecture's file registers it
-from mtdense.models import cross_stitch, stl_mtl  # noqa: E402, F401
-from mtdense.models import padnet  # noqa: E402, F401
-from mtdense.models import mtinet  # noqa: E402, F401
+from mtdense.models import (  # noqa: E402, F401
+    cross_stitch,
+    mtinet,  # noqa: E402, F401
+    padnet,  # noqa: E402, F401
+    stl_mtl,
+)

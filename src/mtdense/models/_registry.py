@@ -48,7 +48,9 @@ def model_config_class(name: str) -> type[ModelConfig]:
     return MODELS[name].config_cls
 
 
-def build_model(cfg: ModelConfig, *, heads: dict[str, int], aux_heads: dict[str, int] | None = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, *, heads: dict[str, int], aux_heads: dict[str, int] | None = None
+) -> nn.Module:
     """Build the architecture ``cfg.name`` for the given main and auxiliary task output channels."""
     model_config_class(cfg.name)
     return MODELS[cfg.name].builder(cfg, heads=dict(heads), aux_heads=dict(aux_heads or {}))

@@ -49,8 +49,12 @@ class Task(ABC):
         A prediction at a lower resolution (deep supervision) is upsampled bilinearly to the
         target's size first, so every scale is supervised against the same ground truth.
         """
-        check_shape(f"{self.name} prediction", pred.shape, f"(B, {self.out_channels}, h, w)",
-                    pred.dim() == 4 and pred.shape[1] == self.out_channels)
+        check_shape(
+            f"{self.name} prediction",
+            pred.shape,
+            f"(B, {self.out_channels}, h, w)",
+            pred.dim() == 4 and pred.shape[1] == self.out_channels,
+        )
         size = target.shape[-2:]
         if pred.shape[-2:] != size:
             pred = F.interpolate(pred, size=size, mode="bilinear", align_corners=False)

@@ -25,7 +25,9 @@ class EdgeTask(Task):
     target_key = "edge"
 
     def __init__(self, *, pos_weight: float = 0.95, max_dist: float = 0.011, exact: bool = True) -> None:
-        super().__init__(out_channels=1, ignore_value=255.0, loss_fn=build_loss("balanced_bce", pos_weight=pos_weight))
+        super().__init__(
+            out_channels=1, ignore_value=255.0, loss_fn=build_loss("balanced_bce", pos_weight=pos_weight)
+        )
         self.max_dist, self.exact = max_dist, exact
 
     def postprocess(self, pred: Tensor) -> Tensor:

@@ -50,8 +50,12 @@ class SemsegTask(Task):
             loss_fn=build_loss("cross_entropy", ignore_index=ignore_index, class_weights=weight),
         )
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else default_palette(num_classes)
+        self.class_names = (
+            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        )
+        self.palette = (
+            np.asarray(palette, dtype=np.uint8) if palette is not None else default_palette(num_classes)
+        )
 
     def postprocess(self, pred: Tensor) -> Tensor:
         return pred.softmax(dim=1)
