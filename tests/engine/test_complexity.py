@@ -115,9 +115,7 @@ def test_semseg_classes_from_meta_json(tmp_path: Path) -> None:
 
 
 def test_timing_keys_positive(tmp_path: Path) -> None:
-    overrides = _overrides(
-        tmp_path, "model.name=mtl", "data.tasks=[semseg,depth]", "data.aux_tasks=[normals]"
-    )
+    overrides = _overrides(tmp_path, "model.name=mtl", "data.tasks=[semseg,depth]", "data.aux_tasks=[normals]")
     report = complexity_report(
         None,
         overrides=overrides,
@@ -145,8 +143,7 @@ def test_unknown_config_key_raises_config_error(tmp_path: Path) -> None:
 def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "mtl.yaml"
     config.write_text(
-        f"data:\n  root: {tmp_path}\n  tasks: [semseg, depth]\n"
-        "model:\n  name: mtl\n  backbone: {name: resnet18}\n"
+        f"data:\n  root: {tmp_path}\n  tasks: [semseg, depth]\nmodel:\n  name: mtl\n  backbone: {{name: resnet18}}\n"
     )
     assert main(["complexity", str(config), "--size", "64x64", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

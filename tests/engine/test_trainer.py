@@ -102,11 +102,42 @@ def test_compute_losses_uses_each_tasks_loss_at_every_scale(tiny_raw_config, tmp
     batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=2)))
     depth = batch["depth"]
     coarse = torch.zeros(2, 1, depth.shape[-2] // 4, depth.shape[-1] // 4)
-    losses = compute_losses(
-        {"depth": torch.zeros_like(depth), "initial/s4/depth": coarse}, batch, trainer.tasks
-    )
+    losses = compute_losses({"depth": torch.zeros_like(depth), "initial/s4/depth": coarse}, batch, trainer.tasks)
     valid = depth > 0
     expected = depth[valid].abs().mean()  # L1 of a zero prediction = mean |gt| over valid pixels
     assert torch.allclose(losses["depth"], expected) and torch.allclose(losses["initial/s4/depth"], expected)
     with pytest.raises(MtdenseError, match="no configured task"):
         compute_losses({"aux/parts": coarse}, batch, trainer.tasks)
+
+
+def test_padnet_two_phase_schedule_trains_only_the_front_end_first(tiny_raw_config, tmp_path):
+    raw = tiny_raw_config(
+        **{
+            "model": {
+                "name": "padnet",
+                "setting": "paper",
+                "channels": 16,
+                "agg_channels": 8,
+                "backbone": {"name": "resnet18"},
+            },
+            "data.tasks": ["semseg", "depth"],
+            "data.aux_tasks": ["normals", "edge"],
+            "train.max_steps": 3,
+            "train.phase1_steps": 2,
+        }
+    )
+    trainer = Trainer(validate_config(raw), tmp_path / "run", progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train(stop_after=2)
+    phase1 = {id(p) for p in trainer.model.phase_parameters(1)}
+    params = dict(trainer.model.named_parameters())
+    assert any(not torch.equal(before[n], params[n]) for n in params if id(params[n]) in phase1)
+    outside = [n for n, p in trainer.model.named_parameters() if id(p) not in phase1]
+    assert outside and all(torch.equal(before[n], dict(trainer.model.named_parameters())[n]) for n in outside)
+    trainer.train()  # phase 2: everything trains
+    assert any(not torch.equal(before[n], dict(trainer.model.named_parameters())[n]) for n in outside)
+
+
+def test_two_phase_needs_a_model_that_has_one(tiny_raw_config, tmp_path):
+    with pytest.raises(MtdenseError, match="train.phase1_steps"):
+        Trainer(validate_config(tiny_raw_config(**{"train.phase1_steps": 1})), tmp_path / "r", progress=False)

@@ -262,9 +262,7 @@ def test_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"model.scales: reduction 2"):
         _mtinet(scales=[2, 4])
     # a dilated ResNet has three levels at 1/8: not a multi-scale backbone
-    dilated = MTINetConfig.model_validate(
-        {"name": "mtinet", "backbone": {"name": "resnet18", "output_stride": 8}}
-    )
+    dilated = MTINetConfig.model_validate({"name": "mtinet", "backbone": {"name": "resnet18", "output_stride": 8}})
     with pytest.raises(ConfigError, match="reduction 8 must be exactly one level"):
         build_model(dilated, heads=HEADS, aux_heads={})
     with pytest.raises(pydantic.ValidationError, match="distinct"):

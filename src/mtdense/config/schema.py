@@ -43,9 +43,7 @@ class DataConfig(Section):
     dataset: Literal["nyud_mt", "synthetic"] = "synthetic"
     root: str = "data/synth_indoor"
     synth: SynthSpec | None = None
-    tasks: list[TaskName] = Field(
-        default_factory=lambda: ["semseg", "depth", "normals", "edge"], min_length=1
-    )
+    tasks: list[TaskName] = Field(default_factory=lambda: ["semseg", "depth", "normals", "edge"], min_length=1)
     aux_tasks: list[TaskName] = Field(default_factory=list)
     train_split: str = "train"
     val_split: str = "val"
@@ -81,7 +79,13 @@ class LossConfig(Section):
 
 
 class TrainConfig(Section):
-    """Optimiser, schedule and loop settings."""
+    """Optimiser, schedule and loop settings.
+
+    ``phase1_steps`` > 0 runs the two-phase schedule of PAD-Net (Sec. 4.1) for models that define
+    one (``phase_outputs``): the first steps supervise only the phase-1 outputs (the front-end with
+    scene parsing), so only the parameters those outputs depend on receive gradients; then all.
+    ``threads`` sets torch's intra-op threads (``None``: torch's default).
+    """
 
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-4, gt=0)
@@ -103,6 +107,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
     threads: int | None = Field(None, ge=1)
+    phase1_steps: int = Field(0, ge=0)
 
 
 class EvalConfig(Section):

@@ -16,8 +16,13 @@ FLOPs convention
 Single-task comparison (MTI-Net, seed 002, Table 7)
     A multi-task model is compared with the *sum* of the single-task models that it replaces: for
     every main task, the config with ``model.name=stl`` on the same backbone, ``data.tasks=[task]``
-    and ``data.aux_tasks=[]``. Only the model name and backbone are carried over to the ``stl``
-    config, because the multi-task architecture's own options are not keys of the ``stl`` config.
+    and ``data.aux_tasks=[]``. Of the ``model`` section only the backbone and the options that the
+    ``stl`` config also has (e.g. ``head``) are carried over; the multi-task architecture's own
+    options are not keys of the ``stl`` config. Check against the paper: on NYUD at 480×640 with
+    HRNet-W18-small-v2 (``configs/nyud/*_hrnet18s.yaml``) the two single-task models come to
+    7.88 M parameters and 22.5 GMACs, Table 7a's "8.0 M, 22.0 G FLOPS" (so the paper's FLOPS are
+    MACs), and the shared-encoder ``mtl`` and ``padnet`` to −49 % / −43 % and −12 % / +206 %
+    (paper: −50 % / −45 % and −15 % / +204 %).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from mtdense.config.schema import Config
 from mtdense.engine.evaluator import autocast_context
 from mtdense.engine.setup import build_balancer, build_model_for, build_optimizer, build_tasks
 from mtdense.engine.trainer import compute_losses
-from mtdense.errors import MtdenseError
+from mtdense.errors import DataError, MtdenseError
 from mtdense.tasks import Task
 
 __all__ = [
@@ -131,9 +136,7 @@ RANDOM_TARGETS: dict[str, Callable[[Task, int, tuple[int, int], torch.Generator]
 }
 
 
-def random_batch(
-    tasks: dict[str, Task], *, batch: int, size: tuple[int, int], seed: int = 0
-) -> dict[str, Tensor]:
+def random_batch(tasks: dict[str, Task], *, batch: int, size: tuple[int, int], seed: int = 0) -> dict[str, Tensor]:
     """A random batch of the data contract: ``image`` ``(B, 3, H, W)`` in [0, 1] and every task's target.
 
     Targets: ``semseg`` int64 ``(B, H, W)`` in ``0..K−1``; ``depth`` float32 ``(B, 1, H, W)`` metres in
@@ -230,7 +233,10 @@ def _num_classes(cfg: Config) -> tuple[int, str]:
         return DEFAULT_NUM_CLASSES, "NYUD-MT 40-class protocol"
     meta_path = Path(cfg.data.root).expanduser() / "meta.json"
     if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{meta_path}: invalid JSON: {e}") from None
         if "num_classes" in meta:
             return int(meta["num_classes"]), f"{meta_path}"
         if "class_names" in meta:
@@ -280,17 +286,14 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _analyse(
-    cfg: Config, meta: dict[str, Any], size: tuple[int, int]
-) -> tuple[nn.Module, dict[str, Task], dict]:
+def _analyse(cfg: Config, meta: dict[str, Any], size: tuple[int, int]) -> tuple[nn.Module, dict[str, Task], dict]:
     """Build the model of ``cfg`` and count its parameters and FLOPs per image at ``size``."""
     tasks = build_tasks(cfg, meta)
     model = build_model_for(cfg, tasks)
     model.eval()
     flops = flop_breakdown(model, torch.zeros(1, 3, *size))
     per_module = {
-        name: {"params": _params(child), "gflops": flops[name] / 1e9}
-        for name, child in model.named_children()
+        name: {"params": _params(child), "gflops": flops[name] / 1e9} for name, child in model.named_children()
     }
     # Work and parameters of the model's own forward, outside any child (e.g. a functional conv).
     root_params = sum(p.numel() for p in model.parameters(recurse=False))
@@ -345,8 +348,7 @@ def complexity_report(
     num_classes, classes_from = _num_classes(cfg)
     meta = {"num_classes": num_classes}
     notes = [
-        "FLOPs: torch.utils.flop_counter (convolutions and matmuls only; "
-        "1 multiply-add = 2 FLOPs; GMACs = GFLOPs / 2)"
+        "FLOPs: torch.utils.flop_counter (convolutions and matmuls only; 1 multiply-add = 2 FLOPs; GMACs = GFLOPs / 2)"
     ]
     if "semseg" in [*cfg.data.tasks, *cfg.data.aux_tasks]:
         notes.append(f"semseg classes: {num_classes} ({classes_from})")
@@ -410,9 +412,7 @@ def complexity_report(
     return report
 
 
-def _stl_sum(
-    cfg: Config, meta: dict[str, Any], size: tuple[int, int], *, source: str, mt: dict
-) -> dict[str, Any]:
+def _stl_sum(cfg: Config, meta: dict[str, Any], size: tuple[int, int], *, source: str, mt: dict) -> dict[str, Any]:
     """Sum of params and FLOPs of one ``stl`` model per main task (MTI-Net Table 7)."""
     per_task = {}
     for task in cfg.data.tasks:
@@ -454,8 +454,7 @@ def format_complexity(report: dict[str, Any]) -> str:
             lines.append(f"  stl {task:<18}{s['params'] / 1e6:>12.3f}{s['gflops']:>10.2f}")
         lines.append(f"{'sum':<24}{stl['params_m']:>12.3f}{stl['gflops']:>10.2f}")
         lines.append(
-            f"multi-task / sum of single-task: {stl['params_ratio']:.2f}× params, "
-            f"{stl['gflops_ratio']:.2f}× FLOPs"
+            f"multi-task / sum of single-task: {stl['params_ratio']:.2f}× params, {stl['gflops_ratio']:.2f}× FLOPs"
         )
     if report.get("train_step_s") is not None:
         layout = "channels_last" if report["channels_last"] else "contiguous"

@@ -42,9 +42,7 @@ def task_of(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
-def compute_losses(
-    outputs: dict[str, Tensor], batch: dict[str, Any], tasks: dict[str, Task]
-) -> dict[str, Tensor]:
+def compute_losses(outputs: dict[str, Tensor], batch: dict[str, Any], tasks: dict[str, Task]) -> dict[str, Tensor]:
     """One loss per output key, each by its task's loss against the full-resolution target."""
     losses = {}
     for key, pred in outputs.items():
@@ -77,9 +75,7 @@ class Trainer:
         if resume and not ckpt.is_file():
             raise MtdenseError(f"--resume: no checkpoint to resume from at {ckpt}")
         if not resume and (ckpt.exists() or (self.out / "metrics.jsonl").exists()):
-            raise MtdenseError(
-                f"{self.out} already holds a run; pass --resume to continue it or choose another --out"
-            )
+            raise MtdenseError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
 
@@ -107,6 +103,10 @@ class Trainer:
         self.model = build_model_for(cfg, self.tasks).to(self.device)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.train.phase1_steps and not hasattr(self.model, "phase_outputs"):
+            raise MtdenseError(
+                f"train.phase1_steps: model {cfg.model.name!r} has no two-phase schedule (PAD-Net has one)"
+            )
         self.balancer = build_balancer(cfg, self.tasks).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model, self.balancer)
         self.scheduler = build_scheduler(cfg, self.optimizer)
@@ -116,7 +116,9 @@ class Trainer:
         self.ddp_model: nn.Module = self.model
         if self.dist.enabled:
             self.ddp_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.train.phase1_steps > 0,  # phase 1 leaves parameters unused
             )
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
@@ -159,9 +161,7 @@ class Trainer:
 
             for buf in self.model.buffers():
                 dist.broadcast(buf, src=0)
-        loader = D.make_eval_loader(
-            self.cfg, self.val_set, rank=self.dist.rank, world_size=self.dist.world_size
-        )
+        loader = D.make_eval_loader(self.cfg, self.val_set, rank=self.dist.rank, world_size=self.dist.world_size)
         results = evaluate(
             self.model,
             loader,
@@ -207,9 +207,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{log['loss']:.4f}", img_s=f"{ips:.1f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                     lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
-                    self.logger.log(
-                        {"step": self.step, "split": "train", **log, "lr": lrs, "images_per_s": ips}
-                    )
+                    self.logger.log({"step": self.step, "split": "train", **log, "lr": lrs, "images_per_s": ips})
                 end_of_epoch = self.step % steps_per_epoch == 0
                 final = self.step == cfg.max_steps
                 if final or (cfg.eval_every and self.step % cfg.eval_every == 0):
@@ -234,23 +232,21 @@ class Trainer:
         return TrainResult(step=self.step, results=results, out=self.out)
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        batch = {
-            k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v)
-            for k, v in batch.items()
-        }
+        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
         image = batch["image"]
         if self.cfg.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.cfg.train.bf16):
             outputs = self.ddp_model(image)
+        if self.step < self.cfg.train.phase1_steps:
+            keep = self.model.phase_outputs(1)
+            outputs = {k: v for k, v in outputs.items() if k in keep}
         losses = compute_losses(outputs, batch, self.tasks)
         total, log = self.balancer(losses)
         if not torch.isfinite(total):
             bad = [k for k, v in losses.items() if not torch.isfinite(v)]
             last = self.out / CHECKPOINT_DIR / LAST
-            kept = (
-                f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
-            )
+            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
             raise TrainingError(
                 f"non-finite loss at step {self.step + 1} (terms: {', '.join(bad) or 'total'}); stopping: {kept}"
             )

@@ -42,11 +42,14 @@ channels of mostly one task. We reshape to ``(B, N, C, H, W)`` and normalise ove
 Also, the authors upsample the FPM output with ``scale_factor=2``; we resize to the exact size of the
 finer backbone level, so odd input sizes work.
 
-Speed (same equations, fewer operations): Eq. (1) runs one convolution per source task instead of
-two per (target, source) pair (:mod:`mtdense.models.layers.distillation`), and the HRNet
-aggregation projects each scale before upsampling (:class:`MultiScaleHRNetHead`, about 8x fewer
-multiply-adds in its first layer). Everything keeps the channels-last layout when the model and
-input are channels-last (reshapes only split or merge the channel dimension).
+Speed (same equations, fewer and larger operations): the per-task BasicBlocks of a scale run as
+grouped convolutions over the task-stacked features (:class:`TaskBatchedBasicBlock`; the stacked
+tensor is also the FPM's concatenated input); Eq. (1) runs one convolution per source task instead
+of two per (target, source) pair (:mod:`mtdense.models.layers.distillation`); the HRNet aggregation
+projects each scale before upsampling (:class:`MultiScaleHRNetHead`, about 8x fewer multiply-adds
+in its first layer). Parameter names therefore differ from the authors' checkpoints. Everything
+keeps the channels-last layout when the model and input are channels-last (reshapes only split or
+merge the channel dimension).
 """
 
 from __future__ import annotations
@@ -150,20 +153,16 @@ class TaskBatchedBasicBlock(nn.Module):
         super().__init__()
         if shared_channels + task_channels == 0:
             raise ConfigError("TaskBatchedBasicBlock: needs a shared or a per-task input")
-        self.tasks = tasks
+        self.num_tasks = tasks
         self.shared_channels, self.task_channels, self.out_channels = (
             shared_channels,
             task_channels,
             out_channels,
         )
         c_in, c_out = shared_channels + task_channels, tasks * out_channels
-        self.conv1_shared = (
-            nn.Conv2d(shared_channels, c_out, 3, padding=1, bias=False) if shared_channels else None
-        )
+        self.conv1_shared = nn.Conv2d(shared_channels, c_out, 3, padding=1, bias=False) if shared_channels else None
         self.conv1_task = (
-            nn.Conv2d(tasks * task_channels, c_out, 3, padding=1, groups=tasks, bias=False)
-            if task_channels
-            else None
+            nn.Conv2d(tasks * task_channels, c_out, 3, padding=1, groups=tasks, bias=False) if task_channels else None
         )
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, groups=tasks, bias=False)
@@ -198,11 +197,11 @@ class TaskBatchedBasicBlock(nn.Module):
         if x is None:
             return u
         b, _, h, w = x.shape
-        shared = x.unsqueeze(1).expand(b, self.tasks, self.shared_channels, h, w)
+        shared = x.unsqueeze(1).expand(b, self.num_tasks, self.shared_channels, h, w)
         if u is None:
-            return shared.reshape(b, self.tasks * self.shared_channels, h, w)
-        stacked = torch.cat([shared, u.reshape(b, self.tasks, self.task_channels, h, w)], dim=2)
-        return stacked.reshape(b, self.tasks * self.out_channels, h, w)
+            return shared.reshape(b, self.num_tasks * self.shared_channels, h, w)
+        stacked = torch.cat([shared, u.reshape(b, self.num_tasks, self.task_channels, h, w)], dim=2)
+        return stacked.reshape(b, self.num_tasks * self.out_channels, h, w)
 
     def forward(self, x: Tensor | None, u: Tensor | None = None) -> Tensor:
         out = torch.relu_(self.bn1(self._split_conv(x, u, shared=self.conv1_shared, task=self.conv1_task)))
@@ -238,9 +237,7 @@ class InitialTaskPrediction(nn.Module):
         self.block1 = TaskBatchedBasicBlock(
             n, shared_channels=channels, task_channels=propagated_channels, out_channels=channels
         )
-        self.block2 = TaskBatchedBasicBlock(
-            n, shared_channels=0, task_channels=channels, out_channels=channels
-        )
+        self.block2 = TaskBatchedBasicBlock(n, shared_channels=0, task_channels=channels, out_channels=channels)
         self.predict = nn.ModuleDict({t: nn.Conv2d(channels, k, 1) for t, k in heads.items()})
 
     def forward(self, x: Tensor, propagated: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -297,9 +294,7 @@ class FeaturePropagation(nn.Module):
 
     def _check(self, x: Tensor) -> None:
         n_c = len(self.tasks) * self.channels
-        check_shape(
-            "FeaturePropagation input", x.shape, f"(B, {n_c}, H, W)", x.ndim == 4 and x.shape[1] == n_c
-        )
+        check_shape("FeaturePropagation input", x.shape, f"(B, {n_c}, H, W)", x.ndim == 4 and x.shape[1] == n_c)
 
     def attention(self, x: Tensor) -> Tensor:
         """The task attention ``A`` of stacked features ``x``: ``(B, N, C, H, W)``, sums to 1 over dim 1."""
@@ -344,10 +339,11 @@ class MultiScaleHRNetHead(nn.Module):
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         size = features[0].shape[-2:]
         weights = self.head.conv[0].weight.split(self.in_channels, dim=1)
-        fused = None
-        for f, w in zip(features, weights, strict=True):
-            y = upsample_to(F.conv2d(f, w), size)
-            fused = y if fused is None else fused + y
+        # accumulate in place into the finest map's projection: fewer large temporaries (the conv's
+        # backward does not need its output, so autograd allows it)
+        fused = F.conv2d(features[0], weights[0])
+        for f, w in zip(features[1:], weights[1:], strict=True):
+            fused = fused.add_(upsample_to(F.conv2d(f, w), size))
         for layer in list(self.head.conv)[1:]:  # BN, ReLU
             fused = layer(fused)
         return self.head.classifier(fused)
@@ -404,9 +400,7 @@ class MTINet(MultiTaskModel):
         for i, s in enumerate(self.scales):
             key = f"s{s}"
             propagated = width[self.scales[i - 1]] if cfg.fpm and i > 0 else 0
-            self.initial[key] = InitialTaskPrediction(
-                tasks, channels=width[s], propagated_channels=propagated
-            )
+            self.initial[key] = InitialTaskPrediction(tasks, channels=width[s], propagated_channels=propagated)
             if cfg.fpm and i < len(self.scales) - 1:
                 self.fpm[key] = FeaturePropagation(list(tasks), width[s], se_reduction=cfg.se_reduction)
             self.distillation[key] = PairwiseGatedDistillation({t: width[s] for t in tasks}, list(self.heads))
@@ -415,9 +409,7 @@ class MTINet(MultiTaskModel):
         agg_info = [FeatureInfo(width[s], s, f"distillation.s{s}") for s in finest_first]
         kind = cfg.aggregation
         if kind == "auto":
-            kind = next(
-                (_AUTO_AGGREGATION[c] for c in type(backbone).__mro__ if c in _AUTO_AGGREGATION), "hrnet"
-            )
+            kind = next((_AUTO_AGGREGATION[c] for c in type(backbone).__mro__ if c in _AUTO_AGGREGATION), "hrnet")
         builder = _AGGREGATIONS[kind]
         self.aggregation_kind = kind
         self.aggregation = nn.ModuleDict({t: builder(agg_info, k, cfg) for t, k in self.heads.items()})
@@ -434,9 +426,7 @@ class MTINet(MultiTaskModel):
             out.update({f"initial/{key}/{t}": p for t, p in preds.items()})
             propagated = self.fpm[key](feats) if key in self.fpm else None
             per_task = feats.split(self.initial[key].channels, dim=1)
-            distilled.append(
-                self.distillation[key](dict(zip(self.initial[key].tasks, per_task, strict=True)))
-            )
+            distilled.append(self.distillation[key](dict(zip(self.initial[key].tasks, per_task, strict=True))))
         for t, head in self.aggregation.items():
             out[t] = upsample_to(head([d[t] for d in reversed(distilled)]), size)
         return out

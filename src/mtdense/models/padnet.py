@@ -160,9 +160,7 @@ class _PaperFrontEnd(nn.Module):
         assert cfg.channels is not None
         self.aggregate = MultiScaleAggregation(feature_info, cfg.agg_channels)
         width = {t: cfg.channels // 2 if t in aux else cfg.channels for t in heads}
-        self.task_features = nn.ModuleDict(
-            {t: _deconv_bn_relu(self.aggregate.out_channels, width[t]) for t in heads}
-        )
+        self.task_features = nn.ModuleDict({t: _deconv_bn_relu(self.aggregate.out_channels, width[t]) for t in heads})
         self.score = nn.ModuleDict({t: nn.Conv2d(width[t], k, 1) for t, k in heads.items()})
         # Sec. 3.4: "prediction maps ... are first transformed to feature maps with more channels"
         self.embed = nn.ModuleDict({t: ConvBNReLU(k, width[t], 3) for t, k in heads.items()})
@@ -174,9 +172,7 @@ class _PaperFrontEnd(nn.Module):
     def branch(self, task: str) -> list[nn.Module]:
         return [self.task_features[task], self.score[task]]
 
-    def forward(
-        self, features: Sequence[Tensor], size: tuple[int, int]
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         x = self.aggregate(features)
         preds = {t: upsample_to(self.score[t](f(x)), size) for t, f in self.task_features.items()}
         return preds, {t: self.embed[t](p) for t, p in preds.items()}
@@ -197,10 +193,7 @@ class _FusedFrontEnd(nn.Module):
         assert cfg.channels is not None
         c_in, c = sum(f.channels for f in feature_info), cfg.channels
         self.task_features = nn.ModuleDict(
-            {
-                t: nn.Sequential(residual_block(Bottleneck, c_in, c), residual_block(Bottleneck, c, c))
-                for t in heads
-            }
+            {t: nn.Sequential(residual_block(Bottleneck, c_in, c), residual_block(Bottleneck, c, c)) for t in heads}
         )
         self.score = nn.ModuleDict({t: nn.Conv2d(c, k, 1) for t, k in heads.items()})
         self.out_channels = {t: c for t in heads}
@@ -211,9 +204,7 @@ class _FusedFrontEnd(nn.Module):
     def branch(self, task: str) -> list[nn.Module]:
         return [self.task_features[task], self.score[task]]
 
-    def forward(
-        self, features: Sequence[Tensor], size: tuple[int, int]
-    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         x = fuse_hrnet_features(features)
         feats = {t: f(x) for t, f in self.task_features.items()}
         return {t: self.score[t](f) for t, f in feats.items()}, feats
@@ -271,9 +262,7 @@ class PADNet(MultiTaskModel):
         self.setting = cfg.setting
         self.pretrain_task = cfg.pretrain_task
         frontend_cls, decoder = _SETTINGS[cfg.setting]
-        self.frontend = frontend_cls(
-            backbone.feature_info, cfg=cfg, heads=self.all_heads, aux=list(self.aux_heads)
-        )
+        self.frontend = frontend_cls(backbone.feature_info, cfg=cfg, heads=self.all_heads, aux=list(self.aux_heads))
         self.distillation: Distillation = build_distillation(
             cfg.distillation, channels=self.frontend.out_channels, targets=list(self.heads)
         )
@@ -317,8 +306,7 @@ class PADNet(MultiTaskModel):
             raise ConfigError(f"padnet: phase must be 1 or 2, got {phase}")
         if phase == 1 and self.pretrain_task not in self.all_heads:
             raise ConfigError(
-                f"padnet: model.pretrain_task {self.pretrain_task!r} is not one of the tasks "
-                f"{list(self.all_heads)}"
+                f"padnet: model.pretrain_task {self.pretrain_task!r} is not one of the tasks {list(self.all_heads)}"
             )
 
 

@@ -165,10 +165,7 @@ class MessagePassingDistillation(Distillation):
         return {k: _sum(v) for k, v in terms.items()}
 
     def reference_forward(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {
-            k: features[k] + sum(self.message[k][t](features[t]) for t in self._others(k))
-            for k in self.targets
-        }
+        return {k: features[k] + sum(self.message[k][t](features[t]) for t in self._others(k)) for k in self.targets}
 
 
 class AttentionGuidedDistillation(Distillation):
@@ -256,9 +253,7 @@ class PairwiseGatedDistillation(Distillation):
             y = _fused_conv(features[t], convs)
             width = sum(self.in_channels[k] for k in receivers)
             gated = torch.sigmoid(y[:, :width]) * y[:, width:]
-            for k, m in zip(
-                receivers, gated.split([self.in_channels[k] for k in receivers], dim=1), strict=True
-            ):
+            for k, m in zip(receivers, gated.split([self.in_channels[k] for k in receivers], dim=1), strict=True):
                 terms[k].append(m)
         return {k: _sum(v) for k, v in terms.items()}
 
