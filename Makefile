@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_edge_metric.py
 	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_threads.py
 
 clean:
 	rm -rf runs .pytest_cache
