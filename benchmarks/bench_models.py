@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=_size, default=(288, 384), help="HxW")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--passes", type=int, default=2, help="passes over the whole matrix")
+    p.add_argument("--passes", type=int, default=3, help="passes over the whole matrix")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per pass")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per pass")
     p.add_argument("--cl-off", nargs="*", default=["mtinet", "padnet"], help="models also timed without channels_last")
