@@ -80,7 +80,7 @@ class Row:
 
 def _config(name: str, overrides: list[str]) -> tuple[str | None, list[str], str]:
     """``configs/nyud/<name>.yaml`` when it exists, else the defaults with ``overrides``."""
-    path = ROOT / "configs" / "nyud" / f"{name}.yaml"
+    path = ROOT / "src" / "mtdense" / "configs" / "nyud" / f"{name}.yaml"
     if path.is_file():
         return str(path), [], str(path.relative_to(ROOT))
     return None, ["data.dataset=nyud_mt", *overrides], "built here"

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / "configs" / "synthetic"
+CONFIGS = ROOT / "src" / "mtdense" / "configs" / "synthetic"
 STL = {"semseg": "stl_semseg_hrnet18s", "depth": "stl_depth_hrnet18s"}
 MULTI = [
     ("MTL", "mtl_hrnet18s"),

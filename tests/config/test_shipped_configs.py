@@ -9,7 +9,7 @@ import pytest
 from mtdense.config import load_config
 
 CONFIGS = sorted(
-    p for p in (Path(__file__).parents[2] / "configs").rglob("*.yaml") if not p.name.startswith("_")
+    p for p in (Path(__file__).parents[2] / "src" / "mtdense" / "configs").rglob("*.yaml") if not p.name.startswith("_")
 )
 
 

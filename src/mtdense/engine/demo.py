@@ -20,7 +20,7 @@ from mtdense.config.load import apply_overrides, read_yaml, validate_config
 from mtdense.engine.report import format_results, markdown_table
 from mtdense.errors import ConfigError
 
-DEFAULT_CONFIG = Path("configs/demo.yaml")
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def stl_raw_config(raw: dict[str, Any], task: str) -> dict[str, Any]:
