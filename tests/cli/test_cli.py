@@ -38,10 +38,15 @@ def _err(capsys) -> str:
 
 
 def test_train_eval_predict_export(trained_run, tmp_path, capsys):
-    assert main(["eval", str(trained_run)]) == 0
-    results = json.loads((trained_run / "results.json").read_text())
+    trained = (trained_run / "results.json").read_bytes()
+    assert main(["eval", str(trained_run), "--device", "cpu"]) == 0
+    results = json.loads((trained_run / "eval" / "val.json").read_text())
     assert set(results) == {"semseg", "depth", "normals", "edge"}
     assert "mIoU" in capsys.readouterr().out
+    # a second evaluation writes a new file; the training's results.json is never rewritten
+    assert main(["eval", str(trained_run)]) == 0
+    assert json.loads((trained_run / "eval" / "val_2.json").read_text()) == results
+    assert (trained_run / "results.json").read_bytes() == trained
 
     photo = tmp_path / "photo.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(photo)
@@ -114,7 +119,7 @@ def test_corrupt_image_is_named(trained_run, tmp_path, capsys):
 
 
 def test_help_has_examples(capsys):
-    for cmd in (["train"], ["eval"], ["predict"], ["export"], ["data", "synth"], ["demo"], ["complexity"]):
+    for cmd in (["train"], ["eval"], ["predict"], ["export"], ["data", "synth"], ["demo"], ["complexity"], ["configs"]):
         with pytest.raises(SystemExit):
             main([*cmd, "--help"])
         assert "Example" in capsys.readouterr().out
@@ -128,12 +133,18 @@ def test_exported_weights_load_as_pretrained_backbone(trained_run, tiny_raw_conf
 
     weights = tmp_path / "release.safetensors"
     assert main(["export", str(trained_run), "--out", str(weights)]) == 0
-    raw = tiny_raw_config(
-        **{"model.name": "stl", "data.tasks": ["depth"], "model.backbone.pretrained": str(weights)}
-    )
+    raw = tiny_raw_config(**{"model.name": "stl", "data.tasks": ["depth"], "model.backbone.pretrained": str(weights)})
     cfg = validate_config(raw)
     model = build_model_for(cfg, build_tasks(cfg, {}))
     assert "loaded" in capsys.readouterr().out
     trained = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)["model"]
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, trained[f"backbone.{key}"]), key
+
+
+def test_configs_lists_packaged_names_with_descriptions(capsys):
+    assert main(["configs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {line.split()[0]: line for line in lines}
+    assert {"demo", "synthetic/mtinet_hrnet18s", "nyud/mtinet_hrnet18s"} <= set(by_name)
+    assert "MTI-Net" in by_name["synthetic/mtinet_hrnet18s"]  # the file's first comment line

@@ -41,7 +41,7 @@ def test_defaults_and_overrides(tmp_path):
         ({**BASE, "train": {"max_steps": "10"}}, "train.max_steps"),
         ({**BASE, "train": {"max_steps": 2.5}}, "train.max_steps"),
         ({**BASE, "train": {"bf16": "yes"}}, "train.bf16"),
-        ({**BASE, "data": {"tasks": ["depth", "flow"]}}, "data.tasks.1"),
+        ({**BASE, "data": {"tasks": ["depth", "flow"]}}, "data.tasks"),
         ({**BASE, "data": {"tasks": ["depth"], "aux_tasks": ["depth"]}}, "data.aux_tasks"),
         (
             {**BASE, "model": {"name": "mtl", "backbone": {"name": "resnet18", "depth": 3}}},
@@ -98,3 +98,34 @@ def test_base_files_merge_and_report_their_own_errors(tmp_path):
         load_config(loop)
     with pytest.raises(ConfigError, match="missing.yaml"):
         load_config(_write(tmp_path, {"_base_": "missing.yaml"}, "orphan.yaml"))
+
+
+def test_packaged_names_resolve_inside_the_package(tmp_path, monkeypatch):
+    """A CONFIG argument is a path or a packaged name; ``_base_`` resolves next to the packaged file; an
+    existing local file of the same name wins; an unknown name suggests close packaged names."""
+    from mtdense.config import list_configs, resolve_config
+    from mtdense.config.load import PACKAGED_CONFIGS
+
+    monkeypatch.chdir(tmp_path)  # nothing of the repository around
+    for name in ("synthetic/mtinet_hrnet18s", "synthetic/mtinet_hrnet18s.yaml", "configs/synthetic/mtinet_hrnet18s"):
+        assert resolve_config(name) == PACKAGED_CONFIGS / "synthetic" / "mtinet_hrnet18s.yaml"
+    cfg = load_config("synthetic/mtinet_hrnet18s")  # its _base_ chain (synthetic → nyud recipe) is packaged too
+    assert cfg.model.name == "mtinet" and cfg.data.root == "data/synth_indoor_72x96"
+    assert load_config("demo").model.name == "mtinet"
+    (tmp_path / "synthetic").mkdir()
+    _write(tmp_path, BASE, "synthetic/mtinet_hrnet18s.yaml")
+    assert load_config("synthetic/mtinet_hrnet18s.yaml").model.name == "mtl"  # the local file wins
+    with pytest.raises(ConfigError, match=r"neither a file nor a packaged config name; did you mean .*mtinet_hrnet18s"):
+        load_config("synthetic/mtinet_hrnet18")
+    listed = dict(list_configs())
+    assert "synthetic/mtinet_hrnet18s" in listed and "nyud/padnet_paper_resnet50" in listed
+    assert not any(name.rsplit("/", 1)[-1].startswith("_") for name in listed)  # shared recipes are not configs
+    first = (PACKAGED_CONFIGS / "demo.yaml").read_text().splitlines()[0].lstrip("# ").strip()
+    assert listed["demo"] == first
+
+
+def test_non_utf8_config_names_file_and_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: {name: mtl}\n# d\xe9mo\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text \(byte 0xe9 at offset 22\)"):
+        load_config(path)

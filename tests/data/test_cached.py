@@ -1,4 +1,5 @@
-"""CachedDataset: the same samples as the uncached reader, transforms per access, the on-disk cache."""
+"""CachedDataset: the same samples as the uncached reader, under the engine's augmentation too; the on-disk
+cache."""
 
 from __future__ import annotations
 
@@ -58,22 +59,24 @@ def test_cached_equals_uncached(root, compact):
         _assert_same(cached[i], base[i], normals_atol=4.9e-4 if compact else 0.0)
 
 
-def test_transform_and_epochs_match_and_cache_stays_intact(root):
-    base = NYUDMT(root, "train", transform=_flip_and_draw, seed=3)
-    cached = CachedDataset(NYUDMT(root, "train", transform=_flip_and_draw, seed=3), compact=False)
+def test_augmented_cached_equals_augmented_uncached_and_cache_stays_intact(root):
+    """The engine's augmentation (``Augmented``, generator from (seed, epoch, index)) on top of the cache
+    gives the samples it gives on top of the reader, and its in-place changes never reach the cache."""
+    from mtdense.engine.data import Augmented
+
+    base = Augmented(NYUDMT(root, "train"), _flip_and_draw, seed=3)
+    cached = Augmented(CachedDataset(NYUDMT(root, "train"), compact=False), _flip_and_draw, seed=3)
+    draws = set()
     for epoch in (0, 1):
-        base.set_epoch(epoch)
-        cached.set_epoch(epoch)
         for i in range(len(base)):
-            a, b = cached[i], base[i]
+            a, b = cached[(epoch, i)], base[(epoch, i)]
             assert a["draw"] == b["draw"]
-            _assert_same(
-                {k: v for k, v in a.items() if k != "draw"}, {k: v for k, v in b.items() if k != "draw"}
-            )
-    # the in-place changes made by the transform must not have reached the cached arrays
+            draws.add(a["draw"])
+            _assert_same({k: v for k, v in a.items() if k != "draw"}, {k: v for k, v in b.items() if k != "draw"})
+    assert len(draws) == 2 * len(base)  # another epoch or index: another generator
     raw = NYUDMT(root, "train").load_raw(0)
     for k, v in raw.items():
-        np.testing.assert_array_equal(cached.raw(0)[k], v, err_msg=k)
+        np.testing.assert_array_equal(cached.base.raw(0)[k], v, err_msg=k)
 
 
 def test_cache_file_is_reused_without_decoding(root, tmp_path):

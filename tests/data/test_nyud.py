@@ -1,4 +1,4 @@
-"""NYUD-MT reader: label / depth / edge conventions, meta.json, the augmentation rng scheme, bad input."""
+"""NYUD-MT reader: label / depth / edge conventions, meta.json and the completion check, bad input."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def nyud(tmp_path):
     _write_sample(root, "b", image=image, seg=seg, depth=depth, normals=normals, edge=edge, ext=".jpg")
     (root / "gt_sets" / "train.txt").write_text("a\nb\n")
     (root / "gt_sets" / "val.txt").write_text("b\n\n")
+    (root / "meta.json").write_text(json.dumps({"num_classes": 40}))
     return root, image
 
 
@@ -87,26 +88,6 @@ def test_task_subset_and_meta_json(nyud):
     assert set(ds[0]) == {"image", "depth", "meta"}
     assert ds.num_classes == 41 and ds.class_names[40] == "c40"
     assert ds.palette.shape == (41, 3) and ds.palette.dtype == np.uint8
-
-
-def test_transform_gets_a_generator_fixed_by_seed_epoch_and_index(nyud):
-    """rng = default_rng([seed, epoch, index]): the same triple gives the same draws whatever the
-    access order; another epoch or seed gives other draws."""
-    root, _ = nyud
-
-    def record(sample, rng):
-        sample["draw"] = rng.random()
-        return sample
-
-    ds = NYUDMT(root, "train", transform=record, seed=7)
-    first = [ds[i]["draw"] for i in (0, 1)]
-    assert [ds[i]["draw"] for i in (1, 0)] == first[::-1]
-    assert first[1] == np.random.default_rng([7, 0, 1]).random()
-    ds.set_epoch(3)
-    third = [ds[i]["draw"] for i in (0, 1)]
-    assert third[0] == np.random.default_rng([7, 3, 0]).random() and third != first
-    other = NYUDMT(root, "train", transform=record, seed=8)
-    assert other[0]["draw"] != first[0]
 
 
 def test_missing_paths_name_the_culprit(nyud, tmp_path):
@@ -163,6 +144,40 @@ def test_bad_values_and_shapes_are_rejected(nyud):
     (root / "meta.json").write_text("{not json")
     with pytest.raises(DataError, match="meta.json"):
         NYUDMT(root)
+
+
+def test_missing_meta_json_is_an_error_that_says_what_to_do(nyud):
+    root, _ = nyud
+    (root / "meta.json").unlink()
+    with pytest.raises(DataError, match=r"has no meta\.json.*num_classes"):
+        NYUDMT(root)
+    (root / "meta.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match=r"meta\.json: expected a JSON object, got list"):
+        NYUDMT(root)
+    # no class count: no 40-class default for semseg; depth alone needs none
+    (root / "meta.json").write_text(json.dumps({"class_names": ["a"]}))
+    with pytest.raises(DataError, match=r"meta\.json: no 'num_classes', needed to read semseg labels"):
+        NYUDMT(root)
+    assert NYUDMT(root, tasks=("depth",))[0]["depth"].shape == (1, H, W)
+
+
+def test_half_rendered_synthetic_folder_is_refused(tmp_path):
+    """The writer records each split's count in meta.json (written last); a folder whose gt_sets or files
+    disagree with it is refused with the counts, the generator version or the first missing file."""
+    from mtdense.data.synthetic import GENERATOR_VERSION, write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "s", train=3, val=2, size=(16, 16), progress=False, workers=1)
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["splits"] == {"train": 3, "val": 2} and meta["generator_version"] == GENERATOR_VERSION
+    assert not list(root.glob(".meta.json*"))  # the temporary file was renamed over meta.json
+    assert len(NYUDMT(root, "train")) == 3
+    (root / "gt_sets" / "train.txt").write_text("train_000000\ntrain_000001\n")
+    with pytest.raises(DataError, match=rf"2 ids, but .*meta\.json records 3 .*version {GENERATOR_VERSION}"):
+        NYUDMT(root, "train")
+    (root / "depth" / "val_000001.npy").unlink()
+    assert len(NYUDMT(root, "val", tasks=("semseg",))) == 2  # depth is not needed
+    with pytest.raises(DataError, match=r"depth: 1 of the 2 val samples .* missing \(first: val_000001\)"):
+        NYUDMT(root, "val", tasks=("depth",))
 
 
 def test_png_encoder_round_trips_through_pillow(tmp_path):

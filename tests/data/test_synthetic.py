@@ -90,9 +90,7 @@ def _floor_scene(height: float, *, box: bool = False, z: float = 0.0, pitch: flo
     room = RoomShell(surface=_PLAIN, face_surfaces={2: floor}, lo=(-50, 0, -50), hi=(50, 10, 50))
     prims = [room]
     if box:
-        prims.append(
-            Box(surface=Surface(3, 3, Material(color=(0.8, 0.2, 0.2))), center=(0, 1, 6), half=(1, 1, 1))
-        )
+        prims.append(Box(surface=Surface(3, 3, Material(color=(0.8, 0.2, 0.2))), center=(0, 1, 6), half=(1, 1, 1)))
     return Scene(
         primitives=prims,
         lights=[Light(intensity=2.0, position=(0.0, 6.0, 6.0), r0=5.0)],
@@ -396,3 +394,40 @@ def test_shadow_culling_is_conservative(fam):
                 slow[(tk < tmax) & (own != k)] = 0.0
             assert (slow == 0).any() and (slow == 1).any()
             np.testing.assert_array_equal(fast, slow)
+
+
+def test_sensor_noise_table_is_built_on_first_use_not_at_import():
+    """Importing the package (every CLI command does) must not build the 4 MiB noise table; the first
+    render builds it once, and later renders reuse it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from mtdense.data.synthetic import renderer as R, render_sample\n"
+        "assert R.noise_table.cache_info().currsize == 0, 'built at import'\n"
+        "render_sample('indoor', 0, 0, (24, 32))\n"
+        "render_sample('indoor', 0, 1, (24, 32))\n"
+        "info = R.noise_table.cache_info()\n"
+        "assert (info.currsize, info.misses) == (1, 1), info\n"
+        "t = R.noise_table()\n"
+        "assert t.shape == (R.NOISE_TABLE_SIZE,) and t.dtype == np.float32 and t.nbytes == 4 << 20\n"
+        "assert not t.flags.writeable\n"
+        "assert abs(float(t.mean())) < 0.01 and abs(float(t.std()) - 1) < 0.01\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_texture_noise_is_the_2d_table_lookup():
+    """``noise`` (one flat gather) equals its definition: the texel ``_NOISE[ib, ia]`` at the wrapped
+    texture coordinates ``(a·64 + 7919·seed, b·64 + 104729·seed) mod 256``, for scalar and per-ray seeds."""
+    from mtdense.data.synthetic import materials as M
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-50, 50, 1000).astype(np.float32)
+    b = rng.uniform(-50, 50, 1000).astype(np.float32)
+    seeds = rng.integers(0, 1 << 20, 1000)
+    for seed in (12345, seeds):
+        ia = ((a * 64).astype(np.int64) + seed * 7919 % 256) % 256
+        ib = ((b * 64).astype(np.int64) + seed * 104729 % 256) % 256
+        np.testing.assert_array_equal(M.noise(a, b, seed), M._NOISE[ib, ia])

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from mtdense.data.transforms import (
-    TRANSFORMS,
     CenterCrop,
     Compose,
     PhotometricJitter,
@@ -18,7 +17,6 @@ from mtdense.data.transforms import (
     Resize,
     TargetRule,
     _shift_hue,
-    build_transform,
 )
 from mtdense.errors import ConfigError, DataError
 
@@ -299,11 +297,7 @@ def test_unknown_key_and_size_mismatch_are_data_errors():
         Resize(4)(sample, np.random.default_rng(0))
 
 
-def test_build_transform_and_config_errors():
-    assert isinstance(build_transform("random_crop", size=4), RandomCrop)
-    assert set(TRANSFORMS) >= {"random_scale", "random_crop", "random_horizontal_flip", "resize"}
-    with pytest.raises(ConfigError, match="unknown transform 'blur'.*random_crop"):
-        build_transform("blur")
+def test_config_errors():
     with pytest.raises(ConfigError, match="either"):
         RandomScale(scales=(1.0,), scale_range=(0.5, 1.0))
     with pytest.raises(ConfigError, match="hue"):

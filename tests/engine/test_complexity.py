@@ -1,5 +1,5 @@
-"""Tests of :mod:`mtdense.engine.complexity` (``mtdense complexity``): parameter and FLOP counts checked
-against hand counts, the single-task sum against separately built models, timing keys, and the CLI.
+"""Tests of :mod:`mtdense.engine.complexity` (``mtdense complexity``): parameter and FLOP counts and the
+single-task sum checked against hand counts, the class count from the dataset meta, timing keys, and the CLI.
 
 All models are ResNet-18 based at 64×64 inputs; timings run once without warm-up (no thresholds).
 """
@@ -14,10 +14,8 @@ import torch
 from torch import nn
 
 from mtdense.cli.main import main
-from mtdense.config import load_config
 from mtdense.engine.complexity import complexity_report, count_flops, flop_breakdown, format_complexity
-from mtdense.engine.setup import build_model_for, build_tasks
-from mtdense.errors import ConfigError
+from mtdense.errors import ConfigError, DataError
 
 SIZE = (64, 64)
 
@@ -27,17 +25,32 @@ SIZE = (64, 64)
 #   layer2 64·128·9 + 2·128·128·9 + ... = 525,568 (incl. the 1×1 downsample 64·128 and 5 BNs of 256);
 #   layer3 2,099,712; layer4 8,393,728 → 11,176,512 = 11,689,512 − 513,000.
 RESNET18_BACKBONE_PARAMS = 11_176_512
+# Its FLOPs at 64×64 (stride 2 stem and max-pool: 32×32, then 16, 8, 4, 2), 2·Cout·Cin·k²·H'·W' per conv:
+#   stem 2·64·3·49·32² = 19,267,584; layer1 4·2·64·64·9·16² = 75,497,472;
+#   layer2 2·128·64·9·8² + 3·2·128·128·9·8² + 2·128·64·8² (downsample) = 66,584,576;
+#   layer3 (4×4) 66,322,432; layer4 (2×2) 68,419,584 → 296,091,648.
+RESNET18_BACKBONE_FLOPS_64 = 296_091_648
+# The stl head on ResNet-18 (DeepLab-v3 ASPP on the stride-32 map, 2×2 at 64×64), 512 → 256 channels:
+#   params: two 1×1 branches 2·512·256 + three 3×3 dilated 3·512·256·9 + projection 1280·256 + 6 BN·2·256
+#           = 4,131,840, plus the 1×1 classifier 256·K + K;
+#   FLOPs: 2·256·512·4 + 3·2·256·512·9·4 + 2·256·512·1 (pooled branch) + 2·256·1280·4 = 32,243,712,
+#          plus the classifier 2·K·256·4.
+ASPP_PARAMS, ASPP_FLOPS_64 = 4_131_840, 32_243_712
 
 
-def _overrides(tmp_path: Path, *extra: str) -> list[str]:
-    # data.root: an empty folder, so no meta.json is found (40 classes assumed) whatever the CWD holds.
+def _stl_by_hand(k: int) -> tuple[int, int]:
+    """(params, FLOPs at 64×64) of an stl ResNet-18 network with a K-channel output."""
+    return (
+        RESNET18_BACKBONE_PARAMS + ASPP_PARAMS + 256 * k + k,
+        RESNET18_BACKBONE_FLOPS_64 + ASPP_FLOPS_64 + 2 * k * 256 * 4,
+    )
+
+
+def _overrides(tmp_path: Path, *extra: str, num_classes: int = 40) -> list[str]:
+    # data.root: a folder whose meta.json gives the class count, whatever the CWD holds.
+    if not (tmp_path / "meta.json").is_file():
+        (tmp_path / "meta.json").write_text(json.dumps({"num_classes": num_classes}))
     return [f"data.root={tmp_path}", "model.backbone.name=resnet18", *extra]
-
-
-def _build(overrides: list[str]) -> nn.Module:
-    cfg = load_config(None, overrides)
-    torch.manual_seed(0)
-    return build_model_for(cfg, build_tasks(cfg, {"num_classes": 40}))
 
 
 def test_count_flops_of_single_convs_by_hand() -> None:
@@ -65,53 +78,68 @@ def test_flop_breakdown_per_child() -> None:
     assert flops == {"total": 49_600, "stem": 43_200, "act": 0, "head": 6_400}
 
 
-def test_params_of_stl_resnet18_match_hand_count(tmp_path: Path) -> None:
+def test_params_and_flops_of_stl_resnet18_match_hand_count(tmp_path: Path) -> None:
     overrides = _overrides(tmp_path, "model.name=stl", "data.tasks=[depth]", "data.aux_tasks=[]")
     report = complexity_report(None, overrides=overrides, size=SIZE)
-    model = _build(overrides)
-    assert report["params"] == sum(p.numel() for p in model.parameters())
+    params, flops = _stl_by_hand(1)  # depth: one channel
+    assert report["params"] == params == 15_308_609
     assert report["per_module"]["backbone"]["params"] == RESNET18_BACKBONE_PARAMS
+    assert report["per_module"]["backbone"]["gflops"] * 1e9 == pytest.approx(RESNET18_BACKBONE_FLOPS_64, abs=0.5)
     assert sum(m["params"] for m in report["per_module"].values()) == report["params"]
-    assert report["params_m"] == pytest.approx(report["params"] / 1e6)
-    # Per image: the count for a batch of 1 at SIZE, which is exactly what count_flops gives.
-    assert report["gflops"] == pytest.approx(count_flops(model.eval(), torch.zeros(1, 3, *SIZE)) / 1e9)
-    assert report["gmacs"] == pytest.approx(report["gflops"] / 2)
+    assert report["params_m"] == pytest.approx(params / 1e6)
+    assert report["gflops"] * 1e9 == pytest.approx(flops, abs=0.5)  # per image of SIZE
+    assert report["gmacs"] == pytest.approx(flops / 2e9)
     assert sum(m["gflops"] for m in report["per_module"].values()) == pytest.approx(report["gflops"])
     assert report["stl"] is None  # already single-task
     assert report["train_step_s"] is None and report["infer_s"] is None
 
 
-def test_stl_sum_equals_separately_built_models(tmp_path: Path) -> None:
+def test_stl_sum_matches_hand_count(tmp_path: Path) -> None:
+    """mtl on semseg (40 classes) + depth, aux edge → the sum of an stl semseg and an stl depth network."""
     base = _overrides(tmp_path, "model.name=mtl", "data.tasks=[semseg,depth]", "data.aux_tasks=[edge]")
     report = complexity_report(None, overrides=base, size=SIZE)
     stl = report["stl"]
     assert list(stl["per_task"]) == ["semseg", "depth"]
-    params, gflops = 0, 0.0
-    for task in ("semseg", "depth"):
-        model = _build(_overrides(tmp_path, "model.name=stl", f"data.tasks=[{task}]", "data.aux_tasks=[]"))
-        n = sum(p.numel() for p in model.parameters())
-        f = count_flops(model.eval(), torch.zeros(1, 3, *SIZE)) / 1e9
-        assert stl["per_task"][task]["params"] == n
-        assert stl["per_task"][task]["gflops"] == pytest.approx(f)
-        params, gflops = params + n, gflops + f
-    assert stl["params"] == params
-    assert stl["gflops"] == pytest.approx(gflops)
-    assert stl["params_ratio"] == pytest.approx(report["params"] / params)
+    for task, k in (("semseg", 40), ("depth", 1)):
+        params, flops = _stl_by_hand(k)
+        assert stl["per_task"][task]["params"] == params
+        assert stl["per_task"][task]["gflops"] * 1e9 == pytest.approx(flops, abs=0.5)
+    (p_seg, f_seg), (p_dep, f_dep) = _stl_by_hand(40), _stl_by_hand(1)
+    assert stl["params"] == p_seg + p_dep == 30_627_241
+    assert stl["gflops"] * 1e9 == pytest.approx(f_seg + f_dep, abs=1)
+    assert stl["params_ratio"] == pytest.approx(report["params"] / stl["params"])
     # The mtl model shares one backbone among three heads, the two stl models have one backbone each.
-    assert report["params"] < params
+    assert report["params"] < stl["params"]
     text = format_complexity(report)
     assert "single-task" in text and "GMACs" in text
 
 
-def test_semseg_classes_from_meta_json(tmp_path: Path) -> None:
-    """7 classes in meta.json → a 7-channel head: the 1×1 score conv (and everything else) shrinks."""
-    (tmp_path / "meta.json").write_text(json.dumps({"num_classes": 7}))
-    overrides = _overrides(tmp_path, "model.name=stl", "data.tasks=[semseg]", "data.aux_tasks=[]")
-    report = complexity_report(None, overrides=overrides, size=SIZE)
-    assert report["num_classes"] == 7
-    nyud = complexity_report(None, overrides=[*overrides, "data.dataset=nyud_mt"], size=SIZE)
-    assert nyud["num_classes"] == 40
-    assert nyud["params"] > report["params"]
+def test_stl_models_keep_the_shared_model_options(tmp_path: Path) -> None:
+    """The single-task models of the comparison are ``single_task_config``'s: an ``mtl`` option that ``stl``
+    also has (the head) is carried over; with a Panoptic-FPN head the stl sum differs from the ASPP one."""
+    base = _overrides(tmp_path, "model.name=mtl", "data.tasks=[depth]")
+    aspp = complexity_report(None, overrides=base, size=SIZE)["stl"]
+    fpn = complexity_report(None, overrides=[*base, "model.head=fpn"], size=SIZE)["stl"]
+    assert aspp["params"] == _stl_by_hand(1)[0] and fpn["params"] != aspp["params"]
+
+
+def test_semseg_classes_from_the_dataset_meta(tmp_path: Path) -> None:
+    """7 classes in meta.json → a 7-channel head; without meta.json the class count is what the dataset
+    defines (NYUD-MT: 40; an unrendered synthetic family: its classes), else an error naming data.root."""
+    seg = ["model.name=stl", "data.tasks=[semseg]", "data.aux_tasks=[]"]
+    report = complexity_report(None, overrides=_overrides(tmp_path, *seg, num_classes=7), size=SIZE)
+    assert report["num_classes"] == 7 and report["params"] == _stl_by_hand(7)[0]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    at_empty = [f"data.root={empty}", "model.backbone.name=resnet18", *seg]
+    nyud = complexity_report(None, overrides=[*at_empty, "data.dataset=nyud_mt"], size=SIZE)
+    assert nyud["num_classes"] == 40 and nyud["params"] == _stl_by_hand(40)[0]
+    street = complexity_report(None, overrides=[*at_empty, "data.synth={family: street, train: 2, val: 1}"], size=SIZE)
+    from mtdense.data.synthetic.street import CLASS_NAMES
+
+    assert street["num_classes"] == len(CLASS_NAMES) and not (empty / "meta.json").exists()
+    with pytest.raises(DataError, match=rf"meta\.json in data\.root = {empty}\) has no 'num_classes'"):
+        complexity_report(None, overrides=at_empty, size=SIZE)
 
 
 def test_timing_keys_positive(tmp_path: Path) -> None:
@@ -145,9 +173,14 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config.write_text(
         f"data:\n  root: {tmp_path}\n  tasks: [semseg, depth]\nmodel:\n  name: mtl\n  backbone: {{name: resnet18}}\n"
     )
+    # no class count anywhere (a synthetic dataset without data.synth and without meta.json): one error line
+    assert main(["complexity", str(config), "--size", "64x64", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: semseg needs the dataset's number of classes") and "\n" not in err
+    (tmp_path / "meta.json").write_text(json.dumps({"num_classes": 40}))
     assert main(["complexity", str(config), "--size", "64x64", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("params", "gflops", "gmacs", "train_step_s", "infer_s", "per_module", "stl"):
         assert key in report
     assert set(report["per_module"]) >= {"backbone"}
-    assert report["stl"]["params"] > report["params"]
+    assert report["stl"]["params"] == 30_627_241 > report["params"]

@@ -19,9 +19,11 @@ def _train(raw, out, **kw):
     return trainer, trainer.train(**kw)
 
 
-def test_task_of_output_keys():
-    assert task_of("depth") == "depth"
-    assert task_of("initial/s8/normals") == "normals"
+def test_one_task_of():
+    """The engine uses the output-key contract's one definition (mtdense.losses.task_of)."""
+    from mtdense import losses
+
+    assert task_of is losses.task_of
 
 
 def test_sampler_resumes_mid_epoch_and_covers_each_epoch():
@@ -110,34 +112,106 @@ def test_compute_losses_uses_each_tasks_loss_at_every_scale(tiny_raw_config, tmp
         compute_losses({"aux/parts": coarse}, batch, trainer.tasks)
 
 
-def test_padnet_two_phase_schedule_trains_only_the_front_end_first(tiny_raw_config, tmp_path):
-    raw = tiny_raw_config(
-        **{
-            "model": {
-                "name": "padnet",
-                "setting": "paper",
-                "channels": 16,
-                "agg_channels": 8,
-                "backbone": {"name": "resnet18"},
-            },
-            "data.tasks": ["semseg", "depth"],
-            "data.aux_tasks": ["normals", "edge"],
-            "train.max_steps": 3,
-            "train.phase1_steps": 2,
-        }
-    )
-    trainer = Trainer(validate_config(raw), tmp_path / "run", progress=False)
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train(stop_after=2)
-    phase1 = {id(p) for p in trainer.model.phase_parameters(1)}
-    params = dict(trainer.model.named_parameters())
-    assert any(not torch.equal(before[n], params[n]) for n in params if id(params[n]) in phase1)
-    outside = [n for n, p in trainer.model.named_parameters() if id(p) not in phase1]
-    assert outside and all(torch.equal(before[n], dict(trainer.model.named_parameters())[n]) for n in outside)
-    trainer.train()  # phase 2: everything trains
-    assert any(not torch.equal(before[n], dict(trainer.model.named_parameters())[n]) for n in outside)
-
-
 def test_two_phase_needs_a_model_that_has_one(tiny_raw_config, tmp_path):
     with pytest.raises(MtdenseError, match="train.phase1_steps"):
         Trainer(validate_config(tiny_raw_config(**{"train.phase1_steps": 1})), tmp_path / "r", progress=False)
+
+
+# -- partially labelled batches (Task contract) -------------------------------------------------------
+def _fixed_batch(trainer, n=2):
+    return next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=n)))
+
+
+def test_sample_without_semseg_counts_nothing_for_semseg(tiny_raw_config, tmp_path, monkeypatch):
+    """Sample 1 has no semseg (its target is all ignore = 255): every semseg loss sees sample 0 only;
+    the other tasks still see both samples; the step trains."""
+    trainer = Trainer(validate_config(tiny_raw_config()), tmp_path / "run", progress=False)
+    batch = _fixed_batch(trainer)
+    batch["semseg"][1] = 255
+    seen: dict[str, list[int]] = {"semseg": [], "depth": []}
+    for name in seen:
+        task = trainer.tasks[name]
+        real = task.loss
+
+        def loss(pred, target, real=real, name=name):
+            seen[name].append(pred.shape[0])
+            return real(pred, target)
+
+        monkeypatch.setattr(task, "loss", loss)
+    record = trainer.train_step(batch)
+    assert seen["semseg"] == [1] and seen["depth"] == [2]
+    assert record["loss/semseg"] > 0
+
+
+def test_batch_without_any_semseg_leaves_its_balancer_term_out(tiny_raw_config, tmp_path):
+    """No sample is labelled for semseg: no semseg loss at all, so the learned δ_semseg (TRL eq. 7) gets
+    no gradient and stays at its initial 0.5, while δ_depth moves."""
+    raw = tiny_raw_config(**{"loss.balancer": "uncertainty", "train.optimizer": "sgd", "train.lr": 0.1})
+    trainer = Trainer(validate_config(raw), tmp_path / "run", progress=False)
+    batch = _fixed_batch(trainer)
+    batch["semseg"][:] = 255
+    record = trainer.train_step(batch)
+    assert "loss/semseg" not in record and "loss/depth" in record
+    deltas = trainer.balancer.log_vars
+    assert deltas["semseg"].item() == 0.5 and deltas["depth"].item() != 0.5
+
+
+def test_meter_skips_unlabelled_samples(tiny_raw_config, tmp_path):
+    """Evaluating [labelled, unlabelled] gives the numbers of [labelled] alone, for every task."""
+    from mtdense.engine.evaluator import MultiTaskEvaluator
+
+    trainer = Trainer(validate_config(tiny_raw_config()), tmp_path / "run", progress=False)
+    batch = _fixed_batch(trainer)
+    for task in trainer.tasks.values():
+        batch[task.target_key][1] = task.ignore_value
+    trainer.model.eval()
+    with torch.no_grad():
+        outputs = trainer.model(batch["image"])
+    both, first = MultiTaskEvaluator(trainer.tasks), MultiTaskEvaluator(trainer.tasks)
+    both.process(outputs, batch)
+    first.process(
+        {k: v[:1] for k, v in outputs.items()},
+        {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()},
+    )
+    assert both.evaluate() == first.evaluate()
+
+
+# -- config errors through the CLI ------------------------------------------------------------------
+def _cli_train(raw, tmp_path, capsys):
+    import yaml
+
+    from mtdense.cli.main import main
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    code = main(["train", str(path), "--out", str(tmp_path / "run")])
+    return code, capsys.readouterr().err
+
+
+def test_unknown_tag_weights_key_is_an_error_before_anything_is_written(tiny_raw_config, tmp_path, capsys):
+    raw = tiny_raw_config(**{"loss.tag_weights": {"initial/edge": 0.8}})  # mtl has no intermediate outputs
+    code, err = _cli_train(raw, tmp_path, capsys)
+    assert code == 2 and err.startswith("error:") and "'initial/edge'" in err and "loss.tag_weights" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_that_uncertainty_would_ignore_are_an_error(tiny_raw_config, tmp_path, capsys):
+    raw = tiny_raw_config(**{"loss.balancer": "uncertainty", "loss.weights": {"semseg": 1.0, "depth": 2.0}})
+    code, err = _cli_train(raw, tmp_path, capsys)
+    assert code == 2 and err.startswith("error:") and "loss.weights" in err and "uncertainty" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_uncertainty_balancer_keeps_tag_weights(tiny_raw_config, tmp_path):
+    """Issue 7 §4: the engine's builder used to drop loss.tag_weights under uncertainty weighting."""
+    from mtdense.engine.setup import build_balancer
+
+    raw = tiny_raw_config(**{"loss.balancer": "uncertainty", "loss.tag_weights": {"initial/edge": 0.5}})
+    cfg = validate_config(raw)
+    balancer = build_balancer(cfg, {"edge": None, "depth": None})
+    with torch.no_grad():
+        for p in balancer.log_vars.values():
+            p.zero_()
+    one = torch.tensor(1.0)
+    total, _ = balancer({"edge": one, "initial/edge": one, "depth": one})
+    assert total.item() == pytest.approx(1.0 + 0.5 + 1.0)  # e^0·(1 + 0.5·1) + 0 + e^0·1 + 0

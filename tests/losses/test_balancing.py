@@ -14,6 +14,7 @@ from mtdense.losses import (
     UncertaintyWeights,
     UnknownNameError,
     build_balancer,
+    check_tag_weights,
     key_multiplier,
     task_of,
 )
@@ -33,6 +34,33 @@ def test_task_of_and_key_multiplier():
     assert key_multiplier("aux/edge", table) == 0.1  # full key
     assert key_multiplier("aux/depth", table) == 1.0  # no entry
     assert key_multiplier("aux/depth", 0.8) == 0.8 and key_multiplier("depth", 0.8) == 1.0
+
+
+def test_tag_times_task_weights():
+    """PAD-Net (Sec. 4.1): 0.8 on the intermediate contour and normals losses only. Precedence: longest
+    tag prefix first, at equal prefix the task-specific entry."""
+    padnet = {"initial/edge": 0.8, "initial/normals": 0.8}
+    assert key_multiplier("initial/edge", padnet) == 0.8 and key_multiplier("initial/normals", padnet) == 0.8
+    assert key_multiplier("initial/semseg", padnet) == 1.0 and key_multiplier("initial/depth", padnet) == 1.0
+    assert key_multiplier("edge", padnet) == 1.0
+    table = {"initial": 0.5, "initial/depth": 0.3, "initial/s8": 0.25, "initial/s8/depth": 0.1}
+    assert key_multiplier("initial/s8/depth", table) == 0.1  # tag prefix s8 × depth
+    assert key_multiplier("initial/s8/edge", table) == 0.25  # tag prefix s8, any task
+    assert key_multiplier("initial/s4/depth", table) == 0.3  # tag "initial" × depth beats "initial"
+    assert key_multiplier("initial/s4/edge", table) == 0.5
+    total, _ = FixedWeights({"semseg": 1.0, "edge": 2.0}, aux_weight=padnet)(
+        _losses(initial__edge=1.0, initial__semseg=1.0, semseg=1.0)
+    )
+    assert total.item() == pytest.approx(2 * 0.8 + 1 + 1)
+
+
+def test_unknown_tag_weights_keys_are_named():
+    outputs = ["semseg", "initial/semseg", "initial/edge", "initial/s8/depth"]
+    check_tag_weights({"initial": 1.0, "initial/edge": 0.8, "initial/s8": 1.0, "initial/depth": 2.0}, outputs)
+    with pytest.raises(ConfigError, match=r"\['aux', 'initial/normals'\].*initial/edge"):
+        check_tag_weights({"initial/normals": 0.8, "aux": 0.5}, outputs)
+    with pytest.raises(ConfigError, match="'semseg'"):
+        check_tag_weights({"semseg": 0.5}, outputs)  # final outputs are never scaled by tag_weights
 
 
 def test_fixed_weights_total_and_log():
@@ -127,12 +155,12 @@ def test_uncertainty_config_errors_and_state_dict():
 
 
 def test_build_balancer():
-    assert set(BALANCERS) == {"fixed", "uncertainty"}
+    assert {"fixed", "uncertainty"} <= set(BALANCERS)
     fixed = build_balancer("fixed", weights={"semseg": 2.0})
     assert fixed(_losses(semseg=1.5))[0].item() == pytest.approx(3.0)
     learned = build_balancer("uncertainty", tasks=["depth"], init=0.0)
     assert isinstance(learned, UncertaintyWeights) and len(list(learned.parameters())) == 1
-    with pytest.raises(UnknownNameError, match="gradnorm.*fixed, uncertainty"):
-        build_balancer("gradnorm")
+    with pytest.raises(UnknownNameError, match="grad-norm.*fixed, gradnorm"):
+        build_balancer("grad-norm")
     with pytest.raises(ConfigError, match="bad arguments"):
         build_balancer("fixed", tasks=["x"])

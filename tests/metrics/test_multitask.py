@@ -1,22 +1,14 @@
-"""Delta_m (MTI-Net Eq. 2) by hand, metric directions, error messages."""
+"""Delta_m (MTI-Net Eq. 2) by hand, metrics and directions from the tasks, error messages.
+
+(That every meter's keys have a direction is checked per task in ``tests/tasks/test_tasks.py``.)
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-import torch
 
 from mtdense.errors import MtdenseError
-from mtdense.metrics import (
-    LOWER_IS_BETTER,
-    DepthMeter,
-    EdgeMeter,
-    NormalsMeter,
-    SaliencyMeter,
-    SegmentationMeter,
-    lower_is_better,
-    multitask_delta,
-)
+from mtdense.metrics import multitask_delta
 
 
 def test_delta_by_hand():
@@ -38,11 +30,11 @@ def test_delta_mtinet_table_row():
     assert out == pytest.approx(10.9926, abs=1e-3)
 
 
-def test_saliency_uses_miou_then_maxf():
-    res, base = {"saliency": {"mIoU": 66.0, "maxF": 90.0}}, {"saliency": {"mIoU": 60.0, "maxF": 80.0}}
-    assert multitask_delta(res, base) == pytest.approx(10.0)  # mIoU: +6/60
-    res, base = {"saliency": {"maxF": 88.0}}, {"saliency": {"maxF": 80.0}}
-    assert multitask_delta(res, base) == pytest.approx(10.0)  # maxF when mIoU absent
+def test_explicit_metric_takes_its_direction_from_the_task():
+    # normals a11 (a score) 60 vs 50: +20 %; normals rmse (an error) 24 vs 20: -20 %
+    res, base = {"normals": {"a11": 60.0, "rmse": 24.0}}, {"normals": {"a11": 50.0, "rmse": 20.0}}
+    assert multitask_delta(res, base, metrics={"normals": "a11"}) == pytest.approx(20.0)
+    assert multitask_delta(res, base, metrics={"normals": "rmse"}) == pytest.approx(-20.0)
 
 
 def test_errors_name_task_and_metric():
@@ -50,27 +42,11 @@ def test_errors_name_task_and_metric():
         multitask_delta({"depth": {"rmse": 1.0}}, {"semseg": {"mIoU": 1.0}})
     with pytest.raises(MtdenseError, match="metric 'rmse' of task 'depth' missing from results"):
         multitask_delta({"depth": {"rel": 1.0}}, {"depth": {"rmse": 1.0}})
-    with pytest.raises(MtdenseError, match="no default metric for task 'flow'"):
+    with pytest.raises(MtdenseError, match="unknown task 'flow'; known tasks: depth, edge, normals, semseg"):
         multitask_delta({"flow": {"epe": 1.0}}, {"flow": {"epe": 1.0}})
-    with pytest.raises(MtdenseError, match="unknown metric 'epe'"):
-        lower_is_better("epe")
+    with pytest.raises(MtdenseError, match="task 'depth' has no metric 'epe'"):
+        multitask_delta({"depth": {"epe": 1.0}}, {"depth": {"epe": 1.0}}, metrics={"depth": "epe"})
     with pytest.raises(MtdenseError, match="is 0"):
         multitask_delta({"depth": {"rmse": 1.0}}, {"depth": {"rmse": 0.0}})
-
-
-def test_every_meter_key_has_a_direction():
-    errors = {"rmse", "rmse_log", "rel", "sq_rel", "log10", "mean", "median"}
-    assert {k for k, v in LOWER_IS_BETTER.items() if v} == errors
-    rng = np.random.default_rng(0)
-    meters = {
-        SegmentationMeter(3): (torch.tensor(rng.integers(0, 3, (1, 4, 4))),
-                               torch.tensor(rng.integers(0, 3, (1, 4, 4)))),
-        DepthMeter(): (torch.rand(1, 1, 4, 4) + 0.1, torch.rand(1, 1, 4, 4) + 0.1),
-        NormalsMeter(): (torch.randn(1, 3, 4, 4), torch.randn(1, 3, 4, 4)),
-        EdgeMeter(thresholds=3): (torch.rand(1, 1, 8, 8), (torch.rand(1, 1, 8, 8) > 0.7).float()),
-        SaliencyMeter(): (torch.rand(1, 1, 4, 4), (torch.rand(1, 1, 4, 4) > 0.5).float()),
-    }  # fmt: skip
-    for meter, (pred, target) in meters.items():
-        meter.update(pred, target)
-        for key in meter.compute():
-            assert key in LOWER_IS_BETTER, (type(meter).__name__, key)
+    with pytest.raises(MtdenseError, match="no task to compare"):
+        multitask_delta({}, {})

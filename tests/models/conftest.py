@@ -57,6 +57,12 @@ TINY_CASES: dict[str, TinyCase] = {
     ),
     # narrow distillation features keep the paper setting's deconvolutional decoders fast
     "padnet": TinyCase(overrides={"channels": 16, "agg_channels": 8}),
+    # three decoders (semseg, depth, aux normals) with the PSD layer at every scale, 16 channels wide
+    "psd": TinyCase(overrides={"channels": 16, "steps": 3}),
+    # TRL is a dual-task network (no auxiliary tasks); a 16-channel coarsest decoder scale keeps its 8 TAMs cheap
+    "trl": TinyCase(overrides={"width": 16, "task_order": ["depth", "semseg"]}, aux_heads={}),
+    # one 3-ways decoder per task (main and auxiliary) with an mTEB at scale 1; 8 channels everywhere
+    "threeways": TinyCase(overrides={"decoder_channels": [8, 8, 8, 8, 8], "aspp_channels": 8}),
 }
 
 

@@ -138,7 +138,7 @@ def test_forward_applies_the_initial_alpha() -> None:
 
 def test_copies_start_identical_and_are_backbone_params() -> None:
     """Every task network starts from the same weights (one built backbone deep-copied); all copies are
-    in the ``backbone`` parameter group and the alphas in ``new``."""
+    in the ``backbone`` parameter group, the alphas in ``alpha`` and the heads in ``new``."""
     model = build_model(
         model_config_class("cross_stitch").model_validate({"name": "cross_stitch", "head": "hrnet"}),
         heads={"semseg": 4, "depth": 1},
@@ -151,14 +151,16 @@ def test_copies_start_identical_and_are_backbone_params() -> None:
     groups = model.param_groups()
     assert {id(p) for p in groups["backbone"]} == {id(p) for p in model.backbone.parameters()}
     alphas = {id(u.alpha) for units in model.cross_stitch for u in units}
-    assert alphas <= {id(p) for p in groups["new"]}
+    assert {id(p) for p in groups["alpha"]} == alphas
+    heads = {id(p) for m in (model.task_heads, model.aux_task_heads) for p in m.parameters()}
+    assert {id(p) for p in groups["new"]} == heads
+    assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+    assert model.lr_mults == {"alpha": 1.0}
 
 
 def test_config_options_and_errors() -> None:
     cls = model_config_class("cross_stitch")
-    cfg = cls.model_validate(
-        {"name": "cross_stitch", "alpha_self": 0.7, "alpha_per": "layer", "head": "hrnet"}
-    )
+    cfg = cls.model_validate({"name": "cross_stitch", "alpha_self": 0.7, "alpha_per": "layer", "head": "hrnet"})
     model = build_model(cfg, heads={"semseg": 4, "depth": 1})
     for units in model.cross_stitch:
         for unit in units:
@@ -174,3 +176,49 @@ def test_config_options_and_errors() -> None:
             cls.model_validate({"name": "cross_stitch", "backbone": {"name": "fpn_resnet18"}}),
             heads={"semseg": 4, "depth": 1},
         )
+
+
+def test_alpha_lr_mult_config_and_errors() -> None:
+    cls = model_config_class("cross_stitch")
+    assert cls.model_validate({"name": "cross_stitch"}).alpha_lr_mult == 1.0
+    model = build_model(
+        cls.model_validate({"name": "cross_stitch", "alpha_lr_mult": 100}), heads={"semseg": 4, "depth": 1}
+    )
+    assert model.lr_mults == {"alpha": 100.0}
+    for bad in (0, -1):
+        with pytest.raises(pydantic.ValidationError, match="alpha_lr_mult"):
+            cls.model_validate({"name": "cross_stitch", "alpha_lr_mult": bad})
+
+
+def test_engine_sgd_step_moves_alpha_at_its_own_learning_rate(tiny_raw_config) -> None:
+    """Through the engine's optimiser builder, one SGD step (first step: the momentum buffer is the
+    gradient) changes a parameter by ``-lr_g * (grad + weight_decay * p)`` with ``lr_g = lr x 100``
+    for the alphas and ``lr`` for the heads and the backbones."""
+    from mtdense.config.load import validate_config
+    from mtdense.engine.setup import build_balancer, build_model_for, build_optimizer, build_tasks
+
+    raw = tiny_raw_config(
+        **{
+            "data.tasks": ["semseg", "depth"],
+            "model": {"name": "cross_stitch", "head": "hrnet", "alpha_lr_mult": 100, "backbone": {"name": "resnet18"}},
+            "train.optimizer": "sgd",
+            "train.lr": 1e-3,
+            "train.weight_decay": 1e-4,
+        }
+    )
+    cfg = validate_config(raw)
+    tasks = build_tasks(cfg, {"num_classes": 5})
+    torch.manual_seed(0)
+    model = build_model_for(cfg, tasks).train()
+    optimizer = build_optimizer(cfg, model, build_balancer(cfg, tasks))
+    out = model(torch.rand(2, 3, 32, 32))
+    (out["semseg"].square().mean() + out["depth"].mean()).backward()
+    alpha = model.cross_stitch[2][0].alpha
+    head = next(iter(model.task_heads["depth"].parameters()))
+    conv = model.backbone["semseg"].conv1.weight
+    before = {n: (p.detach().clone(), p.grad.clone()) for n, p in (("alpha", alpha), ("head", head), ("conv", conv))}
+    assert before["alpha"][1].abs().sum() > 0
+    optimizer.step()
+    for name, p, lr in (("alpha", alpha, 0.1), ("head", head, 1e-3), ("conv", conv, 1e-3)):
+        p0, g = before[name]
+        torch.testing.assert_close(p.detach(), p0 - lr * (g + 1e-4 * p0), msg=name)

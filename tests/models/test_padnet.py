@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from mtdense.backbones import fuse_hrnet_features
 from mtdense.errors import ConfigError, ShapeError
 from mtdense.models import build_model
 from mtdense.models.layers.distillation import (
@@ -263,3 +264,46 @@ def test_two_phase_schedule() -> None:
     )
     with pytest.raises(ConfigError, match="pretrain_task"):
         depth_only.phase_parameters(1)
+
+
+def test_mtinet_hrnet_fuse_layer_and_authors_parameter_count() -> None:
+    """The MTI-Net authors' PAD-Net (config ``pad_net`` with ``fuse_hrnet``) has a fuse layer on the
+    concatenated HRNet levels: 1x1 conv 270 -> 270 with bias (72,900 + 270) + BN (2 x 270) = 73,710
+    parameters. With it, PAD-Net + N + E on HRNet-W18-small-v2 with the NYUD heads (semseg 40,
+    depth 1; aux normals 3, edge 1) has exactly the authors' 12,161,332 parameters (12,087,622 without).
+    The fuse layer belongs to the shared front-end trained in phase 1."""
+    cfg = PADNetConfig.model_validate(
+        {"name": "padnet", "setting": "mtinet_hrnet", "backbone": {"name": "hrnet_w18_small_v2"}}
+    )
+    model = build_model(cfg, heads={"semseg": 40, "depth": 1}, aux_heads={"normals": 3, "edge": 1})
+    conv, bn, relu = model.frontend.fuse
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (270, 270, (1, 1)) and conv.bias is not None
+    assert isinstance(bn, nn.BatchNorm2d) and bn.num_features == 270 and isinstance(relu, nn.ReLU)
+    assert sum(p.numel() for p in model.frontend.fuse.parameters()) == 73_710
+    assert sum(p.numel() for p in model.parameters()) == 12_161_332
+    assert {id(p) for p in model.frontend.fuse.parameters()} <= {id(p) for p in model.phase_parameters(1)}
+
+
+def test_mtinet_hrnet_fuse_layer_is_applied() -> None:
+    """The task branches read ``ReLU(BN(conv1x1(concat of levels)))``, not the raw concatenation."""
+    torch.manual_seed(0)
+    cfg = PADNetConfig.model_validate(
+        {"name": "padnet", "setting": "mtinet_hrnet", "backbone": {"name": "hrnet_w18_small_v2"}, "channels": 16}
+    )
+    model = build_model(cfg, heads=HEADS, aux_heads={}).eval()
+    seen = {}
+    model.frontend.task_features["depth"].register_forward_pre_hook(lambda m, args: seen.update(x=args[0]))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+        fused = fuse_hrnet_features(model.backbone(_imagenet_normalize(x)))
+        conv, bn, _ = model.frontend.fuse
+        expected = torch.relu(bn(conv(fused)))
+    torch.testing.assert_close(seen["x"], expected)
+    assert (seen["x"] >= 0).all()
+
+
+def _imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -1,17 +1,30 @@
-"""Task objects: the contract every task fulfils, and each task's postprocess / visualisation."""
+"""Task objects: the contract every task fulfils, the TASKS registry as the one table of tasks (config
+validation, build_tasks, Δm), each task configured from the config, postprocess and visualisation."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
-from mtdense.errors import ConfigError, ShapeError
-from mtdense.tasks import TASKS, DepthTask, EdgeTask, NormalsTask, SemsegTask, build_task
+from mtdense.config import load_config
+from mtdense.engine.setup import build_tasks
+from mtdense.errors import ConfigError, DataError, MtdenseError, ShapeError
+from mtdense.losses import BalancedBCELoss, BerHuLoss, DepthL2Loss, NormalsCosineLoss
+from mtdense.metrics import DepthMeter, FastEdgeMeter, multitask_delta
+from mtdense.tasks import TASKS, DepthTask, EdgeTask, Metric, NormalsTask, SemsegTask, Task, task_class
+
+META = {"num_classes": 5}
 
 
-def _make(name):
-    return SemsegTask(5) if name == "semseg" else build_task(name)
+def _config(*overrides: str):
+    return load_config(None, ["model.name=mtl", *overrides])
+
+
+def _make(name: str, *overrides: str) -> Task:
+    return task_class(name).from_config(_config(*overrides), META)
 
 
 def _target(name, h=8, w=10):
@@ -42,21 +55,140 @@ def test_contract(name):
     meter = task.make_meter()
     full = torch.randn(2, task.out_channels, 8, 10)
     task.update_meter(meter, full, target)
-    assert task.primary_metric in meter.compute()
+    # the task declares a direction for exactly the numbers its meter reports; the primary one among them
+    assert {m.name for m in task.metrics} == set(meter.compute())
+    assert task.primary_metric in task.metrics
     vis = task.visualize(task.postprocess(full)[0])
     assert vis.shape == (8, 10, 3) and vis.dtype == np.uint8
     vis_t = task.visualize(target[0])
     assert vis_t.shape == (8, 10, 3)
 
 
-def test_wrong_channel_count_is_a_shape_error():
-    with pytest.raises(ShapeError, match=r"\(B, 1, h, w\)"):
-        DepthTask().loss(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4))
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_random_target_is_a_valid_target(name):
+    """What ``mtdense complexity --time`` trains on: the target's shape and dtype, a finite loss."""
+    task = _make(name)
+    t = task.random_target(3, (6, 7), torch.Generator().manual_seed(0))
+    expected = {"semseg": ((3, 6, 7), torch.int64), "depth": ((3, 1, 6, 7), torch.float32)}
+    expected |= {"normals": ((3, 3, 6, 7), torch.float32), "edge": ((3, 1, 6, 7), torch.float32)}
+    assert (tuple(t.shape), t.dtype) == expected[name]
+    assert torch.isfinite(task.loss(torch.randn(3, task.out_channels, 6, 7), t))
+
+
+def test_random_targets_in_range():
+    g = torch.Generator().manual_seed(0)
+    seg = _make("semseg").random_target(2, (16, 16), g)
+    assert seg.min() >= 0 and seg.max() <= 4
+    depth = _make("depth").random_target(2, (16, 16), g)
+    assert depth.min() >= 0.5 and depth.max() < 10.0
+    normals = _make("normals").random_target(2, (16, 16), g)
+    torch.testing.assert_close(normals.norm(dim=1), torch.ones(2, 16, 16))
+    edge = _make("edge").random_target(2, (16, 16), g)
+    assert set(edge.unique().tolist()) == {0.0, 1.0}
+
+
+def test_metric_directions_by_hand():
+    """Errors (lower is better): depth rmse/rmse_log/rel/sq_rel/log10, normals mean/median/rmse; every
+    other metric is a score. Primary metrics of MTI-Net Sec. 4.1: mIoU, rmse, mean, odsF."""
+    lower = {(name, m.name) for name, cls in TASKS.items() for m in cls.metrics if m.lower_is_better}
+    assert lower == {("depth", k) for k in ("rmse", "rmse_log", "rel", "sq_rel", "log10")} | {
+        ("normals", k) for k in ("mean", "median", "rmse")
+    }
+    primary = {name: cls.primary_metric for name, cls in TASKS.items()}
+    assert primary == {
+        "semseg": Metric("mIoU", False),
+        "depth": Metric("rmse", True),
+        "normals": Metric("mean", True),
+        "edge": Metric("odsF", False),
+    }
+    assert DepthTask.metric("d1") == Metric("d1", False)
+    with pytest.raises(MtdenseError, match="task 'depth' has no metric 'epe'; its metrics: rmse"):
+        DepthTask.metric("epe")
+
+
+def test_from_config_reads_the_config_keys():
+    depth = _make("depth", "loss.depth=berhu", "eval.depth_reduction=image")
+    assert isinstance(depth.loss_fn, BerHuLoss)
+    meter = depth.make_meter()
+    assert isinstance(meter, DepthMeter) and meter.reduction == "image"
+    assert isinstance(_make("depth", "loss.depth=l2").loss_fn, DepthL2Loss)
+    assert isinstance(_make("normals", "loss.normals=cosine").loss_fn, NormalsCosineLoss)
+    edge = _make("edge", "loss.edge_pos_weight=0.7", "eval.edge_max_dist=0.02", "eval.edge_exact=false")
+    assert isinstance(edge.loss_fn, BalancedBCELoss) and edge.max_dist == 0.02
+    assert isinstance(edge.make_meter(), FastEdgeMeter)
+    # the positive weight reaches the loss: an edge pixel and a non-edge pixel, logits 0 → per pixel
+    # 0.7·softplus(0) and 0.3·softplus(0), mean = (0.7 + 0.3)·ln 2 / 2; logits (2, 0): (0.7·softplus(−2) + 0.3·ln 2) / 2
+    target = torch.tensor([[[[1.0, 0.0]]]])
+    assert edge.loss(torch.zeros(1, 1, 1, 2), target).item() == pytest.approx(np.log(2) / 2, rel=1e-6)
+    expected = (0.7 * np.log1p(np.exp(-2.0)) + 0.3 * np.log(2)) / 2
+    assert edge.loss(torch.tensor([[[[2.0, 0.0]]]]), target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_semseg_takes_classes_from_the_dataset_meta():
+    cfg = _config()
+    meta = {"num_classes": 3, "class_names": ["a", "b", "c"], "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9]]}
+    task = SemsegTask.from_config(cfg, meta)
+    assert task.out_channels == 3 and task.class_names == ["a", "b", "c"]
+    assert task.palette.tolist() == meta["palette"]
+
+
+def test_semseg_without_num_classes_is_an_error_naming_the_meta():
+    """No 40-class fallback: a head of a guessed width would train on wrong labels."""
+    cfg = _config("data.root=/data/mine")
+    with pytest.raises(DataError, match=r"meta\.json in data\.root = /data/mine\) has no 'num_classes'"):
+        build_tasks(cfg, {"class_names": ["a"]})
+    # tasks that need nothing from the meta build without it
+    assert set(build_tasks(_config("data.tasks=[depth,normals]"), {})) == {"depth", "normals"}
 
 
 def test_unknown_task():
-    with pytest.raises(ConfigError, match="valid tasks"):
-        build_task("optical_flow")
+    with pytest.raises(ConfigError, match="unknown task 'optical_flow'; valid tasks: depth, edge, normals, semseg"):
+        task_class("optical_flow")
+    with pytest.raises(ConfigError, match=r"data\.aux_tasks: .*unknown task\(s\) \['flow'\]"):
+        _config("data.aux_tasks=[flow]")
+
+
+class _Saliency(Task):
+    """A task added as the registry says: one class, one entry (nothing else edited)."""
+
+    name = "toy_saliency"
+    metrics = (Metric("maxF", False), Metric("mae", True))
+    primary_metric = metrics[1]
+    target_key = "toy_saliency"
+    seen: ClassVar[list] = []
+
+    @classmethod
+    def from_config(cls, cfg, meta):
+        cls.seen.append(cfg.data.root)
+        return cls(out_channels=1, ignore_value=255.0, loss_fn=torch.nn.BCEWithLogitsLoss())
+
+    def postprocess(self, pred):
+        return pred.sigmoid()
+
+    def make_meter(self):
+        raise NotImplementedError
+
+    def visualize(self, x):
+        raise NotImplementedError
+
+    def random_target(self, batch, size, generator):
+        return torch.rand((batch, 1, *size), generator=generator).round()
+
+
+def test_a_new_task_is_one_class_and_one_registry_entry(monkeypatch):
+    monkeypatch.setitem(TASKS, _Saliency.name, _Saliency)
+    cfg = _config("data.tasks=[depth,toy_saliency]", "data.root=r")  # the config accepts it
+    tasks = build_tasks(cfg, {})
+    assert isinstance(tasks["toy_saliency"], _Saliency) and _Saliency.seen == ["r"]
+    # Δm takes its primary metric and direction from the class: mae 0.08 vs 0.10 → +20 %; rmse 0.5 vs 0.5 → 0
+    res = {"toy_saliency": {"mae": 0.08, "maxF": 1.0}, "depth": {"rmse": 0.5}}
+    base = {"toy_saliency": {"mae": 0.10, "maxF": 2.0}, "depth": {"rmse": 0.5}}
+    assert multitask_delta(res, base) == pytest.approx(10.0)
+
+
+def test_wrong_channel_count_is_a_shape_error():
+    with pytest.raises(ShapeError, match=r"\(B, 1, h, w\)"):
+        DepthTask().loss(torch.zeros(1, 3, 4, 4), torch.ones(1, 1, 4, 4))
 
 
 def test_postprocess_ranges():

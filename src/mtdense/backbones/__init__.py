@@ -15,14 +15,13 @@ from mtdense.backbones._base import (
     list_backbones,
     register_backbone,
 )
-from mtdense.backbones._pretrained import CLASSIFIER_PREFIXES, LoadReport, load_pretrained, read_state_dict
-from mtdense.backbones.fpn import FPN, build_fpn_resnet
+from mtdense.backbones._pretrained import LoadReport, load_pretrained, read_state_dict
+from mtdense.backbones.fpn import FPN
 from mtdense.backbones.hrnet import HRNet, fuse_hrnet_features
 from mtdense.backbones.resnet import BasicBlock, Bottleneck, ResNet
 
 __all__ = [
     "BACKBONES",
-    "CLASSIFIER_PREFIXES",
     "FPN",
     "Backbone",
     "BasicBlock",
@@ -32,7 +31,6 @@ __all__ = [
     "LoadReport",
     "ResNet",
     "build_backbone",
-    "build_fpn_resnet",
     "fuse_hrnet_features",
     "list_backbones",
     "load_pretrained",

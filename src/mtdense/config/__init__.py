@@ -1,6 +1,16 @@
-"""Typed configs: :class:`Config` and its sections, YAML loading with overrides and validation."""
+"""Typed configs: :class:`Config` and its sections, YAML loading (files or packaged names) with overrides and
+validation."""
 
-from mtdense.config.load import apply_overrides, config_to_dict, load_config, save_config, validate_config
+from mtdense.config.derive import single_task_config
+from mtdense.config.load import (
+    apply_overrides,
+    config_to_dict,
+    list_configs,
+    load_config,
+    resolve_config,
+    save_config,
+    validate_config,
+)
 from mtdense.config.schema import (
     BackboneConfig,
     Config,
@@ -25,7 +35,10 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "config_to_dict",
+    "list_configs",
     "load_config",
+    "resolve_config",
     "save_config",
+    "single_task_config",
     "validate_config",
 ]

@@ -4,17 +4,17 @@
 keeps it in compact arrays: image uint8, labels uint8, edges uint8, depth float32 and, with
 ``compact=True``, normals float16 (relative error ≤ 2⁻¹¹ per component, i.e. below 0.1°; depth stays
 float32 because float16 would lose up to 5 cm at 100 m). Each access converts the cached arrays to
-tensors and applies the base dataset's transform with the base dataset's generator scheme
-(``rng = default_rng([seed, epoch, index])``), so a cached dataset yields exactly the samples of
-the uncached one (up to the float16 normals).
+tensors with the base dataset's ``finish``, so a cached dataset yields exactly the samples of the
+uncached one (up to the float16 normals); augmentation is applied on top, by the engine's
+:class:`~mtdense.engine.data.Augmented`.
 
 With ``cache_file``, the decoded arrays are also stored in an uncompressed ``.npz`` file; another
 process (or the next run) loads it instead of decoding again. The file records the dataset folder,
 split, tasks, sample ids and format; if any differs, the cache is rebuilt and rewritten (written to
 a temporary name and renamed, so concurrent readers never see a partial file).
 
-The base dataset must provide ``load_raw(i)``, ``finish(raw, i)``, ``set_epoch(e)``, ``ids``,
-``tasks``, ``split`` and ``root`` (as :class:`~mtdense.data.nyud.NYUDMT` does).
+The base dataset must provide ``load_raw(i)``, ``finish(raw, i)``, ``ids``, ``tasks``, ``split`` and
+``root`` (as :class:`~mtdense.data.nyud.NYUDMT` does).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CACHE_FORMAT = 1
 
 
 class CachedDataset(Dataset):
-    """Wrap ``base`` (module docstring); ``len``, indexing and ``set_epoch`` behave like the base's.
+    """Wrap ``base`` (module docstring); ``len`` and indexing behave like the base's.
 
     Args:
         base: the dataset whose raw samples are cached.
@@ -59,10 +59,7 @@ class CachedDataset(Dataset):
         fingerprint = self._fingerprint()
         raws = self._load_file(fingerprint) if self.cache_file is not None else None
         if raws is None:
-            raws = [
-                self._compact(base.load_raw(i))
-                for i in tqdm(range(len(base)), disable=not progress, desc="cache")
-            ]
+            raws = [self._compact(base.load_raw(i)) for i in tqdm(range(len(base)), disable=not progress, desc="cache")]
             if self.cache_file is not None:
                 self._save_file(raws, fingerprint)
         else:
@@ -77,9 +74,6 @@ class CachedDataset(Dataset):
         if not 0 <= index < len(self._raws):
             raise IndexError(f"index {index} out of range for {len(self._raws)} cached samples")
         return self.base.finish(self._raws[index], int(index))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.base.set_epoch(epoch)
 
     def raw(self, index: int) -> dict[str, np.ndarray]:
         """The cached compact arrays of sample ``index`` (read-only views; do not modify)."""

@@ -1,6 +1,6 @@
 """NYUD-MT: the multi-task NYU Depth V2 layout (semseg, depth, normals, edges), and anything written in it.
 
-The layout (``/work/shared/reference/datasets.md``; distributed by the MTI-Net / ATRC line, and
+The layout (as distributed by the MTI-Net / ATRC line with their NYUD-MT download, and
 written by :func:`mtdense.data.synthetic.write_synthetic_dataset`)::
 
     ROOT/images/<id>.jpg | .png        RGB
@@ -9,27 +9,30 @@ written by :func:`mtdense.data.synthetic.write_synthetic_dataset`)::
     ROOT/normals/<id>.npy              float32 (H, W, 3) unit vectors; zero vector = invalid
     ROOT/edge/<id>.npy                 float32 (H, W); binarised at >= 0.5
     ROOT/gt_sets/train.txt, val.txt    one id per line
-    ROOT/meta.json                     optional: num_classes, class_names, palette, intrinsics
+    ROOT/meta.json                     required: num_classes; optional: class_names, palette, intrinsics
+
+``meta.json`` is required: the class count cannot be guessed (a head of the wrong width trains
+silently on wrong labels), and a missing one is also how an interrupted ``mtdense data synth`` looks
+(the writer deletes it first and writes it last, atomically). A synthetic folder's ``meta.json``
+(``"dataset": "mtdense-synthetic"``) records the image count of each split and the generator
+version; the reader checks the counts against ``gt_sets/`` and that every listed image is on disk,
+so a half-rendered folder is an error naming what is missing, never a silently smaller split.
 
 Normals are returned in the frame they are stored in. The synthetic writer stores the data
 contract's camera frame (x right, y down, z forward, facing the camera); the axis convention of
 the public NYUD-MT release is not documented in the reference (*unverified*), so check it before
 comparing normals across the two.
 
-Augmentation randomness: ``transform(sample, rng)`` receives
-``rng = numpy.random.default_rng([seed, epoch, index])``, where ``epoch`` is set by
-:meth:`NYUDMT.set_epoch`. The augmentation of a sample therefore depends only on
-``(seed, epoch, index)``: not on DataLoader workers, their number or the order of access, and it is
-reproduced exactly when training resumes at an epoch. Call ``set_epoch`` before creating the
-epoch's DataLoader iterator: worker processes copy the dataset when they start, so with
-``persistent_workers=True`` they would keep the epoch they started with.
+The reader returns un-augmented samples; augmentation is the engine's job
+(:class:`mtdense.engine.data.Augmented`, which draws each sample's generator from
+``(seed, epoch, index)``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,15 @@ from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from ._io import find_image, read_image, read_label_png, read_npy
+from .registry import register_dataset
 
 TASKS = ("semseg", "depth", "normals", "edge")
 """Dense tasks stored in the layout."""
+FOLDERS = {"images": "images", "semseg": "segmentation", "depth": "depth", "normals": "normals", "edge": "edge"}
+"""Folder of the image and of each task's files under ROOT."""
 IGNORE = 255
 EDGE_THRESHOLD = 0.5
 """Stored edge maps are soft in the public release; ``edge >= EDGE_THRESHOLD`` is an edge."""
-DEFAULT_NUM_CLASSES = 40
 NYU40_CLASS_NAMES = (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
     "picture", "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror",
@@ -54,8 +59,6 @@ NYU40_CLASS_NAMES = (
     "bathtub", "bag", "otherstructure", "otherfurniture", "otherprop",
 )  # fmt: skip
 """The 40 classes of Gupta et al. (``names40`` of ``nyuv2_meta.json``); class id = position."""
-
-Transform = Callable[[dict, np.random.Generator], dict]
 
 
 def raw_to_sample(raw: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
@@ -81,6 +84,25 @@ def raw_to_sample(raw: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str,
     return sample
 
 
+def read_meta(root: str | os.PathLike) -> dict[str, Any]:
+    """The dataset's ``ROOT/meta.json`` as a dict; a missing, corrupt or non-object file is a :class:`DataError`
+    naming it and saying what to do."""
+    path = Path(root) / "meta.json"
+    if not path.is_file():
+        raise DataError(
+            f"{Path(root)} has no meta.json: either an interrupted `mtdense data synth` (render it again) or a "
+            f"NYUD-MT folder without its class metadata (write {path} with at least "
+            '{"num_classes": 40}, and "class_names" / "palette" if known)'
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: corrupt or unreadable JSON ({e}); restore or rewrite it") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
 class NYUDMT(Dataset):
     """A split of a dataset in the NYUD-MT layout (module docstring) as a torch Dataset.
 
@@ -88,11 +110,10 @@ class NYUDMT(Dataset):
         root: the dataset folder.
         split: name of a list in ``gt_sets/`` (``train`` or ``val``).
         tasks: which targets to load, a subset of :data:`TASKS`; the image is always loaded.
-        transform: joint transform ``transform(sample, rng) -> sample`` (see :mod:`.transforms`).
-        seed: base seed of the per-sample augmentation generators.
 
-    Attributes: ``ids``, ``num_classes`` (``meta.json``, else 40), ``class_names``, ``palette``
-    (``(K, 3)`` uint8 or None), ``intrinsics`` (dict ``fx, fy, cx, cy`` or None), ``meta``.
+    Attributes: ``ids``, ``num_classes`` (``meta.json``; required to read semseg, else 0 if absent),
+    ``class_names``, ``palette`` (``(K, 3)`` uint8 or None), ``intrinsics`` (dict ``fx, fy, cx, cy`` or
+    None), ``meta``.
     Raises :class:`DataError` naming the path for a missing folder, split list or sample file, or an
     undecodable file; :class:`ConfigError` for an unknown task.
     """
@@ -102,9 +123,6 @@ class NYUDMT(Dataset):
         root: str | os.PathLike,
         split: str = "train",
         tasks: Sequence[str] = TASKS,
-        transform: Transform | None = None,
-        *,
-        seed: int = 0,
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -112,8 +130,7 @@ class NYUDMT(Dataset):
         unknown = [t for t in tasks if t not in TASKS]
         if unknown:
             raise ConfigError(f"unknown NYUD-MT task(s) {unknown}; expected a subset of {list(TASKS)}")
-        self.split, self.tasks, self.transform, self.seed = split, tuple(tasks), transform, int(seed)
-        self.epoch = 0
+        self.split, self.tasks = split, tuple(tasks)
         split_file = self.root / "gt_sets" / f"{split}.txt"
         if not split_file.is_file():
             raise DataError(f"split list not found: {split_file}")
@@ -121,17 +138,19 @@ class NYUDMT(Dataset):
         if not self.ids:
             raise DataError(f"split list {split_file} is empty")
         self.meta = self._read_meta()
-        self.num_classes = int(self.meta.get("num_classes", DEFAULT_NUM_CLASSES))
-        if not 1 <= self.num_classes <= IGNORE:
+        self._check_complete(split_file)
+        if "num_classes" not in self.meta and "semseg" in self.tasks:
             raise DataError(
-                f"{self.root / 'meta.json'}: num_classes must be in [1, 255], got {self.num_classes}"
+                f"{self.root / 'meta.json'}: no 'num_classes', needed to read semseg labels "
+                "(no default: a guessed class count would silently mislabel)"
             )
+        self.num_classes = int(self.meta.get("num_classes", 0))
+        if "semseg" in self.tasks and not 1 <= self.num_classes <= IGNORE:
+            raise DataError(f"{self.root / 'meta.json'}: num_classes must be in [1, 255], got {self.num_classes}")
         names = self.meta.get("class_names")
         if names is None and self.num_classes == len(NYU40_CLASS_NAMES):
             names = NYU40_CLASS_NAMES
-        self.class_names = (
-            tuple(names) if names is not None else tuple(f"class_{k}" for k in range(self.num_classes))
-        )
+        self.class_names = tuple(names) if names is not None else tuple(f"class_{k}" for k in range(self.num_classes))
         palette = self.meta.get("palette")
         self.palette = None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
         self.intrinsics = self.meta.get("intrinsics")
@@ -140,33 +159,38 @@ class NYUDMT(Dataset):
         self._lut[1 : self.num_classes + 1] = np.arange(self.num_classes, dtype=np.uint8)
 
     def _read_meta(self) -> dict[str, Any]:
+        return read_meta(self.root)
+
+    def _check_complete(self, split_file: Path) -> None:
+        """A synthetic folder must be as its writer finished it: split count as recorded, images on disk."""
+        if self.meta.get("dataset") != "mtdense-synthetic":
+            return
         path = self.root / "meta.json"
-        if not path.is_file():
-            return {}
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {path}: {e}") from None
-        if not isinstance(meta, dict):
-            raise DataError(f"{path}: expected a JSON object")
-        return meta
+        splits = self.meta.get("splits")
+        if not isinstance(splits, dict) or self.split not in splits:
+            raise DataError(f"{path}: no image count recorded for split {self.split!r} (expected 'splits')")
+        if len(self.ids) != splits[self.split]:
+            raise DataError(
+                f"{split_file}: {len(self.ids)} ids, but {path} records {splits[self.split]} for split "
+                f"{self.split!r} (generator version {self.meta.get('generator_version')}): an incomplete or "
+                "mixed rendering; render it again"
+            )
+        for key in ("images", *self.tasks):
+            folder = self.root / FOLDERS[key]
+            on_disk = {q.stem for q in folder.iterdir()} if folder.is_dir() else set()
+            missing = [sid for sid in self.ids if sid not in on_disk]
+            if missing:
+                raise DataError(
+                    f"{folder}: {len(missing)} of the {len(self.ids)} {self.split} samples listed in {split_file} "
+                    f"are missing (first: {missing[0]}): a half-rendered folder; render it again"
+                )
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (call before iterating over each epoch)."""
-        self.epoch = int(epoch)
-
-    def rng(self, index: int) -> np.random.Generator:
-        """The generator handed to the transform for sample ``index`` in the current epoch."""
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
-
     def _check(self, index: int) -> int:
         if not 0 <= index < len(self.ids):
-            raise IndexError(
-                f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]"
-            )
+            raise IndexError(f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]")
         return int(index)
 
     def load_raw(self, index: int) -> dict[str, np.ndarray]:
@@ -219,11 +243,8 @@ class NYUDMT(Dataset):
             raise DataError(f"{path}: expected shape {want} to match the image, got {tuple(shape)}")
 
     def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
-        """Tensors of the data contract from ``raw``, then the transform with :meth:`rng`."""
-        sample = raw_to_sample(raw, {"id": self.ids[index], "index": int(index)})
-        if self.transform is not None:
-            sample = self.transform(sample, self.rng(index))
-        return sample
+        """Tensors of the data contract from ``raw`` (a sample of :meth:`load_raw`, possibly cached)."""
+        return raw_to_sample(raw, {"id": self.ids[index], "index": int(index)})
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = self._check(index)
@@ -234,3 +255,32 @@ class NYUDMT(Dataset):
             f"NYUDMT(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)}, "
             f"num_classes={self.num_classes})"
         )
+
+
+def _read_meta_dataset(root: Path) -> Any:
+    try:
+        return json.loads((root / "meta.json").read_text(encoding="utf-8")).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _detect_nyud_mt(root: Path) -> bool:
+    return (
+        (root / "gt_sets").is_dir() and (root / "images").is_dir() and _read_meta_dataset(root) != "mtdense-synthetic"
+    )
+
+
+def _detect_synthetic(root: Path) -> bool:
+    return _read_meta_dataset(root) == "mtdense-synthetic"
+
+
+@register_dataset("nyud_mt", detect=_detect_nyud_mt)
+def open_nyud_mt(root: str | Path, *, split: str, tasks: Sequence[str]) -> NYUDMT:
+    """NYUD-MT (the MTI-Net line's release, or the output of ``mtdense data convert nyud``)."""
+    return NYUDMT(root, split=split, tasks=tasks)
+
+
+@register_dataset("synthetic", detect=_detect_synthetic)
+def open_synthetic(root: str | Path, *, split: str, tasks: Sequence[str]) -> NYUDMT:
+    """The embedded synthetic benchmark, written in the NYUD-MT layout by ``mtdense data synth``."""
+    return NYUDMT(root, split=split, tasks=tasks)

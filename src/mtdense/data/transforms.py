@@ -15,9 +15,10 @@ into valid depths, and unit normals stay unit. Padding and out-of-view areas get
 value (0 for the image, 255 = ignore for labels, 0 = invalid for depth and normals). A tensor key
 without a rule is an error rather than a silently misaligned target.
 
-Recipes (``architectures.md``): NYUD (PAD-Net, MTI-Net) uses horizontal flips and scales
-{1, 1.2, 1.5} with depth divided by the scale; PASCAL-Context uses scales 0.75–1.25 and rotations of
-±20°; PSD uses a 416×416 centre crop.
+Recipes: NYUD (PAD-Net Sec. 4.1, adopted by MTI-Net Sec. 4.1) uses horizontal flips with probability
+0.5 and scales {1, 1.2, 1.5} with depth divided by the scale; PSD (Sec. 4.1) crops to 416×416 and adds
+flips, crops and rotations; the MTI-Net reference code uses scales 0.75–1.25 and rotations of ±20° on
+PASCAL-Context.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from mtdense.errors import ConfigError, DataError
 
 __all__ = [
     "TARGET_RULES",
-    "TRANSFORMS",
     "CenterCrop",
     "Compose",
     "JointTransform",
@@ -47,7 +47,6 @@ __all__ = [
     "RandomScale",
     "Resize",
     "TargetRule",
-    "build_transform",
 ]
 
 Sample = dict[str, Any]
@@ -89,6 +88,9 @@ TARGET_RULES: dict[str, TargetRule] = {
     # PASCAL-Context's extra tasks; both use 255 as their ignore value.
     "human_parts": _LABEL,
     "sal": _LABEL,
+    # the sample keys of the data contract (mtdense.data.open_dataset, tasks "parts" and "saliency")
+    "parts": _LABEL,
+    "saliency": _LABEL,
 }
 
 
@@ -117,8 +119,7 @@ def _maps(sample: Mapping[str, Any], rules: Mapping[str, TargetRule]) -> dict[st
         if not isinstance(value, Tensor) or value.ndim not in (2, 3):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise DataError(
-                f"sample {_sample_id(sample)!r}: key {key!r}: expected a (H, W) or (C, H, W) tensor, "
-                f"got {shape}"
+                f"sample {_sample_id(sample)!r}: key {key!r}: expected a (H, W) or (C, H, W) tensor, got {shape}"
             )
         hw = (int(value.shape[-2]), int(value.shape[-1]))
         if size is None:
@@ -139,9 +140,7 @@ def _size_of(sample: Mapping[str, Any], keys: Mapping[str, TargetRule]) -> tuple
     return int(value.shape[-2]), int(value.shape[-1])
 
 
-def _apply(
-    sample: Sample, rules: Mapping[str, TargetRule], fn: Callable[[Tensor, TargetRule], Tensor]
-) -> Sample:
+def _apply(sample: Sample, rules: Mapping[str, TargetRule], fn: Callable[[Tensor, TargetRule], Tensor]) -> Sample:
     """A new sample with ``fn(map_as_(1, C, H, W)_float, rule)`` applied to every map."""
     out = dict(sample)
     for key, rule in _maps(sample, rules).items():
@@ -447,9 +446,7 @@ class PhotometricJitter:
     (BT.601 weights); hue rotates in HSV space.
     """
 
-    def __init__(
-        self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0
-    ):
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0):
         for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             if value < 0:
                 raise ConfigError(f"PhotometricJitter: {name} must be >= 0, got {value}")
@@ -469,8 +466,7 @@ class PhotometricJitter:
         image: Tensor = sample["image"]
         if image.ndim != 3 or image.shape[0] != 3:
             raise DataError(
-                f"sample {_sample_id(sample)!r}: PhotometricJitter: image: expected (3, H, W), "
-                f"got {tuple(image.shape)}"
+                f"sample {_sample_id(sample)!r}: PhotometricJitter: image: expected (3, H, W), got {tuple(image.shape)}"
             )
         operations: list[Callable[[Tensor], Tensor]] = [
             lambda x: x * b,
@@ -488,28 +484,3 @@ class PhotometricJitter:
             f"PhotometricJitter(brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation}, hue={self.hue})"
         )
-
-
-TRANSFORMS: dict[str, Callable[..., JointTransform]] = {
-    "random_scale": RandomScale,
-    "resize": Resize,
-    "random_crop": RandomCrop,
-    "center_crop": CenterCrop,
-    "random_horizontal_flip": RandomHorizontalFlip,
-    "random_rotation": RandomRotation,
-    "photometric_jitter": PhotometricJitter,
-}
-
-
-def build_transform(name: str, **kwargs: Any) -> JointTransform:
-    """Instantiate the transform registered as ``name`` (see :data:`TRANSFORMS`).
-
-    Raises:
-        ConfigError: unknown ``name`` (the message lists the valid names) or unfit arguments.
-    """
-    if name not in TRANSFORMS:
-        raise ConfigError(f"unknown transform {name!r}; valid names: {', '.join(sorted(TRANSFORMS))}")
-    try:
-        return TRANSFORMS[name](**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"transform {name!r}: bad arguments {sorted(kwargs)}: {exc}") from exc

@@ -80,25 +80,40 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 def _synth_meta_matches(root: Path, cfg: Config) -> bool:
+    from mtdense.data.synthetic.families import GENERATOR_VERSION
+
     spec = cfg.data.synth
     meta_path = root / "meta.json"
     if spec is None or not meta_path.is_file():
         return True
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{meta_path}: corrupt or unreadable JSON ({e}); delete {root} to render it again") from None
     return (
-        meta.get("family") == spec.family
+        isinstance(meta, dict)
+        and meta.get("family") == spec.family
         and list(meta.get("size", [])) == list(spec.size)
         and meta.get("seed") == spec.seed
+        and meta.get("generator_version") == GENERATOR_VERSION
     )
 
 
 def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
-    """The dataset folder; the synthetic benchmark is rendered there first if it is not on disk yet."""
+    """The dataset folder; the synthetic benchmark is rendered there first if it is not on disk yet.
+
+    A synthetic folder without ``meta.json`` — the writer's completion marker, written last — is an
+    interrupted rendering and is rendered again; one rendered with other settings or by another
+    generator version is an error (the folder may hold results a user wants to keep).
+    """
     root = Path(cfg.data.root).expanduser()
     if cfg.data.dataset == "synthetic":
         spec = cfg.data.synth
         split_files = [root / "gt_sets" / f"{s}.txt" for s in ("train", "val")]
-        if spec is not None and not all(p.is_file() for p in split_files):
+        complete = all(p.is_file() for p in split_files) and (root / "meta.json").is_file()
+        if spec is not None and not complete:
+            if root.exists():
+                print(f"{root}: no complete synthetic dataset there (no meta.json); rendering it")
             from mtdense.data.synthetic import write_synthetic_dataset
 
             write_synthetic_dataset(
@@ -112,35 +127,67 @@ def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
             )
         elif spec is not None and not _synth_meta_matches(root, cfg):
             raise DataError(
-                f"{root} holds a synthetic dataset rendered with other settings than data.synth; "
-                "delete it or point data.root elsewhere"
+                f"{root} holds a synthetic dataset rendered with other settings than data.synth (family, size, "
+                "seed) or by another generator version; delete it or point data.root elsewhere"
             )
     if not root.is_dir():
         raise DataError(f"dataset folder does not exist: {root}")
     return root
 
 
-def build_base_dataset(cfg: Config, split: str, *, root: Path) -> Dataset:
-    """The raw (un-augmented) dataset of ``split``, optionally cached in memory."""
-    from mtdense.data.nyud import NYUDMT
+def _open(cfg: Config, name: str, root: Path, split: str) -> Dataset:
+    from mtdense.data.registry import open_dataset
 
     tasks = tuple(cfg.data.tasks) + tuple(cfg.data.aux_tasks)
-    ds: Dataset = NYUDMT(root, split=split, tasks=tasks)
-    if cfg.data.cache:
+    ds = open_dataset(name, root, split=split, tasks=tasks)
+    if cfg.data.cache and hasattr(ds, "load_raw"):
         from mtdense.data.cached import CachedDataset
 
         ds = CachedDataset(ds)
     return ds
 
 
+def build_base_dataset(cfg: Config, split: str, *, root: Path, mix: bool = False) -> Dataset:
+    """The raw (un-augmented) dataset ``data.dataset`` of ``split``, opened through
+    :func:`mtdense.data.open_dataset` and optionally cached in memory.
+
+    With ``mix=True`` (the training set) and ``data.extra`` given, the union of this dataset and every
+    extra one (:class:`mtdense.data.mixed.MixedDataset`, sampled with each one's ratio per batch).
+    """
+    ds = _open(cfg, cfg.data.dataset, root, split)
+    if not (mix and cfg.data.extra):
+        return ds
+    from mtdense.data.mixed import MixedDataset
+
+    parts, names = [ds], [cfg.data.dataset]
+    for k, extra in enumerate(cfg.data.extra):
+        parts.append(_open(cfg, extra.dataset, Path(extra.root).expanduser(), extra.split))
+        names.append(f"extra[{k}]:{extra.dataset}")
+    ratios = [1.0 - sum(e.ratio for e in cfg.data.extra), *(e.ratio for e in cfg.data.extra)]
+    mixed = MixedDataset(parts, names=names, ratios=ratios, tasks=tuple(cfg.data.tasks) + tuple(cfg.data.aux_tasks))
+    if cfg.data.crop_size is None:  # without a crop every sample must have one size to collate
+        sizes = {n: tuple(p[0]["image"].shape[-2:]) for n, p in zip(names, parts, strict=True)}
+        if len(set(sizes.values())) > 1:
+            raise DataError(f"data.extra: the mixed datasets have different image sizes {sizes}; set data.crop_size")
+    return mixed
+
+
 def build_train_transform(cfg: Config) -> Any:
     from mtdense.data import transforms as T
 
     steps: list[Any] = []
-    if list(cfg.data.scales) != [1.0]:
+    if cfg.data.scale_range is not None:
+        if list(cfg.data.scales) != [1.0]:
+            from mtdense.errors import ConfigError
+
+            raise ConfigError("data.scale_range and data.scales are both set; give one of them")
         steps.append(
-            T.RandomScale(scales=tuple(cfg.data.scales), depth_divide=cfg.data.depth_divide_by_scale)
+            T.RandomScale(scale_range=tuple(cfg.data.scale_range), depth_divide=cfg.data.depth_divide_by_scale)
         )
+    elif list(cfg.data.scales) != [1.0]:
+        steps.append(T.RandomScale(scales=tuple(cfg.data.scales), depth_divide=cfg.data.depth_divide_by_scale))
+    if cfg.data.rotation > 0:
+        steps.append(T.RandomRotation(cfg.data.rotation))
     if cfg.data.crop_size is not None:
         steps.append(T.RandomCrop(size=tuple(cfg.data.crop_size)))
     if cfg.data.flip:
@@ -156,23 +203,45 @@ def build_eval_transform(cfg: Config) -> Any:
     return T.Compose([T.Resize(size=tuple(cfg.data.eval_size))]) if cfg.data.eval_size is not None else None
 
 
-def dataset_meta(root: Path) -> dict[str, Any]:
-    """``meta.json`` of a dataset folder (class names, palette, intrinsics), or ``{}``."""
-    p = root / "meta.json"
-    return json.loads(p.read_text()) if p.is_file() else {}
+def dataset_meta(dataset: Dataset | Path) -> dict[str, Any]:
+    """The dataset's meta (class count and names, palette, intrinsics): ``dataset.meta`` of an opened
+    dataset — so datasets without a ``meta.json`` work — or, for a folder, its ``meta.json``
+    (:func:`mtdense.data.nyud.read_meta`: a missing or corrupt one is an error naming it)."""
+    if isinstance(dataset, (str, Path)):
+        from mtdense.data.nyud import read_meta
+
+        return read_meta(dataset)
+    meta = getattr(dataset, "meta", None)
+    if not isinstance(meta, dict):
+        raise DataError(f"{dataset!r} has no meta (a dict with num_classes, class_names, ...)")
+    return dict(meta)
 
 
 def make_train_loader(
     cfg: Config, dataset: Dataset, *, start_step: int = 0, rank: int = 0, world_size: int = 1
 ) -> DataLoader:
-    sampler = ResumableBatchSampler(
-        len(dataset),
-        batch_size=cfg.train.batch_size,
-        seed=cfg.seed,
-        start_step=start_step,  # type: ignore[arg-type]
-        rank=rank,
-        world_size=world_size,
-    )
+    from mtdense.data.mixed import MixedBatchSampler, MixedDataset
+
+    base = getattr(dataset, "base", dataset)
+    sampler: Sampler[list[tuple[int, int]]]
+    if isinstance(base, MixedDataset):
+        sampler = MixedBatchSampler(
+            base,
+            batch_size=cfg.train.batch_size,
+            seed=cfg.seed,
+            start_step=start_step,
+            rank=rank,
+            world_size=world_size,
+        )
+    else:
+        sampler = ResumableBatchSampler(
+            len(dataset),  # type: ignore[arg-type]
+            batch_size=cfg.train.batch_size,
+            seed=cfg.seed,
+            start_step=start_step,
+            rank=rank,
+            world_size=world_size,
+        )
     # the loader's own generator: creating an iterator must not draw from the global RNG, or a
     # resumed run's dropout stream would be one draw off the uninterrupted run's
     return DataLoader(

@@ -1,7 +1,7 @@
 """``mtdense demo``: the two-command quick start's main job.
 
 Renders the embedded synthetic benchmark (if not on disk), trains one single-task network per main
-task and the multi-task model of ``configs/demo.yaml`` the same way (same backbone, steps, recipe),
+task and the multi-task model of the packaged config ``demo`` the same way (same backbone, steps, recipe),
 evaluates them, and writes ``OUT/results.json`` (the multi-task model's ``{task: {metric: value}}``
 plus ``multitask.delta_m`` against the single-task models, MTI-Net eq. 2), ``OUT/results.md`` (a
 table of every model) and ``OUT/predictions.png`` (a figure of predictions on validation images).
@@ -16,24 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from mtdense.config.load import apply_overrides, read_yaml, validate_config
+from mtdense.config.derive import single_task_config
+from mtdense.config.load import apply_overrides, config_to_dict, read_yaml, resolve_config, validate_config
 from mtdense.engine.report import format_results, markdown_table
-from mtdense.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-
-
-def stl_raw_config(raw: dict[str, Any], task: str) -> dict[str, Any]:
-    """The single-task counterpart of a multi-task config: same backbone and recipe, one task, no aux."""
-    return apply_overrides(
-        raw,
-        [
-            "model={name: stl, backbone: " + json.dumps(raw.get("model", {}).get("backbone", {})) + "}",
-            f"data.tasks=[{task}]",
-            "data.aux_tasks=[]",
-            "eval.baseline=null",
-        ],
-    )
+DEFAULT_CONFIG = "demo"
+"""The packaged config ``mtdense/configs/demo.yaml`` (found by name, so the demo runs from any folder)."""
 
 
 def _train(raw: dict[str, Any], out: Path, *, source: str) -> dict[str, Any]:
@@ -55,9 +43,7 @@ def _train(raw: dict[str, Any], out: Path, *, source: str) -> dict[str, Any]:
 def run_demo(
     *, config: str | Path | None = None, out: str | Path = "runs/demo", overrides: list[str] | None = None
 ) -> dict:
-    path = Path(config) if config else DEFAULT_CONFIG
-    if not path.is_file():
-        raise ConfigError(f"demo config not found: {path} (run the demo from the repository root)")
+    path = resolve_config(config or DEFAULT_CONFIG)
     raw = apply_overrides(read_yaml(path), overrides or [])
     cfg = validate_config(raw, source=str(path))
     out = Path(out)
@@ -66,7 +52,8 @@ def run_demo(
     stl: dict[str, Any] = {}
     rows: dict[str, Any] = {}
     for task in cfg.data.tasks:
-        res = _train(stl_raw_config(raw, task), out / f"stl_{task}", source=f"{path} (single-task {task})")
+        stl_raw = config_to_dict(single_task_config(cfg, task, source=str(path)))
+        res = _train(stl_raw, out / f"stl_{task}", source=f"{path} (single-task {task})")
         stl[task] = res[task]
         rows[f"stl ({task})"] = {task: res[task]}
     (out / "stl_results.json").write_text(json.dumps(stl, indent=2))
@@ -78,7 +65,7 @@ def run_demo(
 
     from mtdense.tasks import TASKS
 
-    columns = [(t, TASKS[t].primary_metric) for t in cfg.data.tasks]
+    columns = [(t, TASKS[t].primary_metric.name) for t in cfg.data.tasks]
     table = markdown_table(rows, columns)
     (out / "results.md").write_text(table + "\n")
     figure = save_prediction_figure(out / cfg.model.name, out / "predictions.png")
@@ -89,12 +76,14 @@ def run_demo(
 
 
 def save_prediction_figure(run_dir: Path, path: Path, *, n: int = 3) -> Path:
-    """Rows of validation samples: image, then ground truth and prediction of each main task."""
+    """Rows of validation samples: image, then ground truth and prediction of each main task, with column
+    titles, a semseg class legend and a depth colour bar in metres (:mod:`mtdense.engine.figures`)."""
     import torch
-    from PIL import Image
 
     from mtdense.engine import data as D
+    from mtdense.engine.figures import FigureRow, draw_prediction_figure
     from mtdense.engine.inference import load_run
+    from mtdense.models import upsample_to
 
     run = load_run(run_dir)
     cfg = run.cfg
@@ -108,11 +97,10 @@ def save_prediction_figure(run_dir: Path, path: Path, *, n: int = 3) -> Path:
         sample = val[i]
         with torch.no_grad():
             outputs = run.model(sample["image"][None])
-        panels = [(sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)]
-        for name in cfg.data.tasks:
-            task = run.tasks[name]
-            panels.append(task.visualize(sample[task.target_key]))
-            panels.append(task.visualize(task.postprocess(outputs[name].float())[0]))
-        rows.append(np.concatenate(panels, axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-    return path
+        image = (sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        targets = {name: sample[run.tasks[name].target_key] for name in cfg.data.tasks}
+        size = image.shape[:2]
+        preds = {n: run.tasks[n].postprocess(upsample_to(outputs[n].float(), size))[0] for n in cfg.data.tasks}
+        rows.append(FigureRow(image, preds, targets))
+    tasks = {name: run.tasks[name] for name in cfg.data.tasks}
+    return draw_prediction_figure(rows, tasks, path, title=f"{cfg.model.name}: validation samples")

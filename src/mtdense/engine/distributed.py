@@ -4,12 +4,15 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK``; :func:`init_distributed` reads them. Each rank takes its own
 slice of every global batch (:class:`~mtdense.engine.data.ResumableBatchSampler`) and evaluates its
 own shard of the val split; meters are all-reduced before ``compute``; only rank 0 writes files.
+Checkpoints hold every rank's RNG state (:func:`gather_to_all`), and a stop signal seen by any rank
+stops all of them after the same step (:func:`any_rank`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -57,3 +60,29 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def gather_to_all(info: DistInfo, obj: Any) -> list[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (a one-element list without DDP).
+
+    Collective: every rank must call it at the same point. Used to put each rank's RNG state into
+    rank 0's checkpoint.
+    """
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def any_rank(info: DistInfo, flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (collective; ``flag`` itself without DDP).
+
+    A signal may reach the ranks of a job at different steps; agreeing on it each step makes all of
+    them stop after the same step, so none waits forever in a collective that the others have left.
+    """
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

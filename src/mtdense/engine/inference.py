@@ -3,6 +3,10 @@
 A run directory, a ``.pt`` checkpoint or an exported ``.safetensors`` file are all accepted: the
 checkpoint carries the resolved config and the dataset meta (class names, palette), and the
 exported file carries both as JSON in its safetensors metadata, so ``predict`` needs nothing else.
+
+Prediction outputs are named by the image's file stem (``photo_depth.png``); two inputs with the same
+stem (``a/x.jpg`` and ``b/x.png``) would write the same files, so :func:`find_images` refuses them up
+front, before anything is written.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from mtdense.config.load import config_to_dict, validate_config
 from mtdense.config.schema import Config
 from mtdense.engine.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from mtdense.engine.setup import build_model_for, build_tasks
-from mtdense.errors import CheckpointError, DataError
+from mtdense.errors import CheckpointError, DataError, MtdenseError
 from mtdense.models import upsample_to
 from mtdense.tasks import Task
 
@@ -36,6 +40,31 @@ class LoadedRun:
     source: Path
 
 
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`; ``None`` → ``cuda`` when available, else ``cpu``.
+
+    A CUDA device asked for on a machine without CUDA is an :class:`~mtdense.errors.MtdenseError`
+    naming the device, instead of a deep runtime error.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MtdenseError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    return dev
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """An output folder that is (or can be) a folder: an existing file of that name is an error naming it."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {path}: expected a folder, but a file of that name exists")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"--out {path}: {parent} is a file, not a folder")
+    return path
+
+
 def load_run(run_or_ckpt: str | Path, *, device: torch.device | None = None) -> LoadedRun:
     """Rebuild the model of a run directory, checkpoint or exported ``.safetensors`` and load its weights."""
     path = resolve_checkpoint(run_or_ckpt)
@@ -48,9 +77,7 @@ def load_run(run_or_ckpt: str | Path, *, device: torch.device | None = None) -> 
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
         if "config" not in metadata:
-            raise CheckpointError(
-                f"{path}: no mtdense config in its metadata (was it written by `mtdense export`?)"
-            )
+            raise CheckpointError(f"{path}: no mtdense config in its metadata (was it written by `mtdense export`?)")
         raw_cfg, meta = json.loads(metadata["config"]), json.loads(metadata.get("meta", "{}"))
         state = load_checkpoint(path)
     else:
@@ -90,7 +117,11 @@ def export_safetensors(run_or_ckpt: str | Path, out: str | Path) -> Path:
 
 
 def find_images(inputs: list[str | Path]) -> list[Path]:
-    """Expand files and folders into a sorted list of image files; a missing path is an error."""
+    """Expand files and folders into a sorted list of image files.
+
+    A missing path, no image at all, or two images with the same file stem (their outputs would
+    overwrite each other) is a :class:`DataError` naming the files.
+    """
     images: list[Path] = []
     for item in inputs:
         p = Path(item)
@@ -102,7 +133,17 @@ def find_images(inputs: list[str | Path]) -> list[Path]:
             raise DataError(f"image or folder not found: {p}")
     if not images:
         raise DataError(f"no images found in {', '.join(map(str, inputs))}")
-    return images
+    by_stem: dict[str, list[Path]] = {}
+    for p in dict.fromkeys(images):  # the same file given twice is predicted once
+        by_stem.setdefault(p.stem, []).append(p)
+    clashes = {stem: ps for stem, ps in by_stem.items() if len(ps) > 1}
+    if clashes:
+        listed = "; ".join(f"{stem}: {', '.join(map(str, ps))}" for stem, ps in clashes.items())
+        raise DataError(
+            f"images with the same file stem would write the same outputs ({listed}); "
+            "rename them or predict them into separate --out folders"
+        )
+    return [ps[0] for ps in by_stem.values()]
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -139,13 +180,15 @@ def predict_image(run: LoadedRun, rgb: np.ndarray, *, max_side: int = 1024) -> d
 def save_predictions(
     run: LoadedRun, image_path: Path, rgb: np.ndarray, preds: dict[str, torch.Tensor], out: Path
 ) -> list[Path]:
-    """Per task a coloured PNG and the raw ``.npy`` array, plus one side-by-side figure."""
+    """Per task a coloured PNG and the raw ``.npy`` array, plus a titled side-by-side figure ``<stem>_all.png``
+    (class legend for semseg, depth colour bar in metres; :mod:`mtdense.engine.figures`)."""
     from PIL import Image
+
+    from mtdense.engine.figures import FigureRow, draw_prediction_figure
 
     out.mkdir(parents=True, exist_ok=True)
     stem = image_path.stem
     written: list[Path] = []
-    panels = [rgb]
     for name, pred in preds.items():
         task = run.tasks[name]
         vis = task.visualize(pred)
@@ -153,8 +196,8 @@ def save_predictions(
         Image.fromarray(vis).save(png)
         np.save(npy, task.to_array(pred))
         written += [png, npy]
-        panels.append(vis)
-    fig = out / f"{stem}_all.png"
-    Image.fromarray(np.concatenate(panels, axis=1)).save(fig)
-    written.append(fig)
+    tasks = {name: run.tasks[name] for name in preds}
+    written.append(
+        draw_prediction_figure([FigureRow(rgb, preds)], tasks, out / f"{stem}_all.png", title=image_path.name)
+    )
     return written

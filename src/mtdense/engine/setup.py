@@ -5,6 +5,7 @@ style): the library classes take plain typed arguments.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -12,27 +13,15 @@ from torch import nn
 
 from mtdense.config.schema import Config
 from mtdense.errors import ConfigError
-from mtdense.tasks import DepthTask, EdgeTask, NormalsTask, SemsegTask, Task
+from mtdense.tasks import Task, task_class
 
 
-def build_tasks(cfg: Config, meta: dict[str, Any]) -> dict[str, Task]:
-    """Every task of ``data.tasks`` and ``data.aux_tasks``, configured from the config and the dataset meta."""
-    tasks: dict[str, Task] = {}
-    for name in [*cfg.data.tasks, *cfg.data.aux_tasks]:
-        if name == "semseg":
-            n = int(meta.get("num_classes", 40))
-            tasks[name] = SemsegTask(n, class_names=meta.get("class_names"), palette=meta.get("palette"))
-        elif name == "depth":
-            tasks[name] = DepthTask(loss=cfg.loss.depth, reduction=cfg.eval.depth_reduction)
-        elif name == "normals":
-            tasks[name] = NormalsTask(loss=cfg.loss.normals)
-        elif name == "edge":
-            tasks[name] = EdgeTask(
-                pos_weight=cfg.loss.edge_pos_weight,
-                max_dist=cfg.eval.edge_max_dist,
-                exact=cfg.eval.edge_exact,
-            )
-    return tasks
+def build_tasks(cfg: Config, meta: Mapping[str, Any]) -> dict[str, Task]:
+    """Every task of ``data.tasks`` and ``data.aux_tasks``, configured from the config and the dataset meta.
+
+    Each task takes what it needs itself (:meth:`Task.from_config`); ``meta`` is the dataset's ``meta.json``.
+    """
+    return {name: task_class(name).from_config(cfg, meta) for name in [*cfg.data.tasks, *cfg.data.aux_tasks]}
 
 
 def build_model_for(cfg: Config, tasks: dict[str, Task]) -> nn.Module:
@@ -74,48 +63,140 @@ def is_mtdense_export(path: str) -> bool:
         return False
 
 
-def build_balancer(cfg: Config, tasks: dict[str, Task]) -> nn.Module:
-    """Fixed task weights or learned uncertainty weights (TRL eq. 7)."""
-    from mtdense.losses.balancing import FixedWeights, UncertaintyWeights
+def build_balancer(cfg: Config, tasks: Mapping[str, Task]) -> nn.Module:
+    """The loss balancer of ``loss.balancer`` (registry :data:`mtdense.losses.BALANCERS`), from the config.
 
-    if cfg.loss.balancer == "fixed":
-        missing = [t for t in tasks if t not in cfg.loss.weights]
-        if missing:
-            raise ConfigError(f"loss.weights: no weight for task(s) {missing}")
-        weights = {t: cfg.loss.weights[t] for t in tasks}
-        return FixedWeights(weights, aux_weight=dict(cfg.loss.tag_weights))
-    return UncertaintyWeights(list(tasks))  # TRL eq. 7: e^{-δ}·L + δ, δ initialised at 0.5
+    ``fixed``: ``loss.weights`` (every task needs one); ``uncertainty``: learned weights, TRL eq. (7),
+    δ initialised at 0.5 (TRL Sec. 4.1); every other balancer gets the task list and ``loss.weights``
+    (a fixed scale per task, 1 for a task without one). All apply ``loss.tag_weights`` to intermediate
+    outputs, and receive ``loss.balancer_args`` (validated by the balancer's ``Args``) as keywords
+    (:meth:`mtdense.losses.LossBalancer.from_settings`).
+    """
+    from mtdense.losses import BALANCERS
+    from mtdense.losses.registry import lookup
+
+    cls = lookup(BALANCERS, cfg.loss.balancer, "loss balancer")
+    return cls.from_settings(
+        tasks=list(tasks),
+        weights=dict(cfg.loss.weights),
+        aux_weight=dict(cfg.loss.tag_weights),
+        args=dict(cfg.loss.balancer_args),
+    )
+
+
+def _model_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """``model.param_groups()`` (or everything as ``"new"``), checked: each trainable parameter in one group."""
+    groups = model.param_groups() if hasattr(model, "param_groups") else {"new": list(model.parameters())}
+    seen: dict[int, str] = {}
+    for name, params in groups.items():
+        for p in params:
+            if id(p) in seen:
+                raise ConfigError(
+                    f"{type(model).__name__}.param_groups(): a parameter is in both group {seen[id(p)]!r} and {name!r}"
+                )
+            seen[id(p)] = name
+    stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+    if stray:
+        raise ConfigError(f"{type(model).__name__}.param_groups(): parameters in no group: {stray[:5]}")
+    return groups
+
+
+def _lr_mult(cfg: Config, model: nn.Module, group: str) -> float:
+    """``backbone`` → ``train.backbone_lr_mult``; ``new`` → 1; any other group → ``model.lr_mults[group]``."""
+    if group == "backbone":
+        return cfg.train.backbone_lr_mult
+    if group == "new":
+        return 1.0
+    mults: Mapping[str, float] = getattr(model, "lr_mults", {})
+    if group not in mults:
+        raise ConfigError(
+            f"{type(model).__name__}.param_groups() returns group {group!r} but the model's lr_mults "
+            f"has no multiplier for it (lr_mults: {dict(mults)})"
+        )
+    return float(mults[group])
 
 
 def build_optimizer(cfg: Config, model: nn.Module, balancer: nn.Module) -> torch.optim.Optimizer:
-    """Adam or SGD with two parameter groups: the backbone at ``lr × backbone_lr_mult`` and new layers at ``lr``."""
+    """Adam or SGD over the model's parameter groups and the balancer's parameters.
+
+    Groups come from ``model.param_groups()`` (:meth:`mtdense.models.MultiTaskModel.param_groups`):
+    ``"backbone"`` at ``lr × train.backbone_lr_mult``, ``"new"`` at ``lr``, and any other named group
+    ``g`` at ``lr × model.lr_mults[g]`` (e.g. cross-stitch's α). The balancer's parameters (learned
+    uncertainty δ) form group ``"balancer"`` at ``lr`` without weight decay, which would pull δ to 0.
+
+    With the two-phase schedule (``train.phase1_steps > 0``) each model group is split into the part
+    in ``model.phase_parameters(1)`` (keeps the group's name) and the rest (``"<group>@phase2"``).
+    Every param group records ``phase``: the first phase in which it trains (the balancer: 1);
+    :func:`lr_factor` gives a phase-2 group learning rate 0 during phase 1. Empty groups are dropped.
+    """
     t = cfg.train
-    groups = model.param_groups() if hasattr(model, "param_groups") else {"new": list(model.parameters())}
-    params = [
-        {
-            "params": [p for p in groups.get("backbone", []) if p.requires_grad],
-            "lr": t.lr * t.backbone_lr_mult,
-            "name": "backbone",
-        },
-        {"params": [p for p in groups.get("new", []) if p.requires_grad], "lr": t.lr, "name": "new"},
-        {"params": list(balancer.parameters()), "lr": t.lr, "weight_decay": 0.0, "name": "balancer"},
-    ]
+    groups = _model_groups(model)
+    phase1: set[int] | None = None
+    if t.phase1_steps:
+        if not hasattr(model, "phase_parameters"):
+            raise ConfigError(
+                f"train.phase1_steps: model {type(model).__name__} has no two-phase schedule (PAD-Net has one)"
+            )
+        phase1 = {id(p) for p in model.phase_parameters(1)}
+    params: list[dict[str, Any]] = []
+    for name, members in groups.items():
+        lr = t.lr * _lr_mult(cfg, model, name)
+        trainable = [p for p in members if p.requires_grad]
+        if phase1 is None:
+            params.append({"params": trainable, "lr": lr, "name": name, "phase": 1})
+            continue
+        params.append({"params": [p for p in trainable if id(p) in phase1], "lr": lr, "name": name, "phase": 1})
+        params.append(
+            {"params": [p for p in trainable if id(p) not in phase1], "lr": lr, "name": f"{name}@phase2", "phase": 2}
+        )
+    params.append(
+        {"params": list(balancer.parameters()), "lr": t.lr, "weight_decay": 0.0, "name": "balancer", "phase": 1}
+    )
     params = [g for g in params if g["params"]]
     if t.optimizer == "adam":
         return torch.optim.Adam(params, lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay)
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def lr_factor(cfg: Config, step: int) -> float:
-    """Learning-rate multiplier at ``step``: linear warm-up, then poly ``(1 − k/K)^p``, step decay or constant."""
+def schedule_factor(cfg: Config, step: int, length: int) -> float:
+    """Warm-up and decay at ``step`` of a span of ``length`` steps (a phase, or the whole run).
+
+    Linear warm-up ``min(1, (step + 1) / warmup_steps)``, times poly ``(1 − step/length)^p`` (Liu et
+    al.'s ParseNet decay, used by MTI-Net), ``step_gamma ** #(milestones ≤ step)`` or 1 (``constant``).
+    """
     t = cfg.train
     warm = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps else 1.0
     if t.schedule == "poly":
-        return warm * max(0.0, 1.0 - step / t.max_steps) ** t.poly_power
+        return warm * max(0.0, 1.0 - step / length) ** t.poly_power
     if t.schedule == "step":
         return warm * t.step_gamma ** sum(step >= m for m in t.step_milestones)
     return warm
 
 
+def lr_factor(cfg: Config, step: int, *, phase: int = 1) -> float:
+    """Multiplier of a param group's base learning rate (``lr ×`` its group multiplier) at ``step``.
+
+    Without phases: :func:`schedule_factor` over ``max_steps``. With the two-phase schedule of PAD-Net
+    (Sec. 4.1: "In the first phase, we only optimize the front-end network with the scene parsing
+    task and use a learning rate 0.001. After that, the whole network is jointly trained ... [with] a
+    lower learning rate of 10e-5"): before ``phase1_steps``, groups of phase 1 run at
+    ``phase1_lr / lr`` times their base rate (so the base learning rate is ``phase1_lr``) and groups of
+    phase 2 at 0; from ``phase1_steps`` on every group runs at its base rate (``lr``). The schedule
+    restarts at the boundary: warm-up, poly and step milestones count from each phase's first step
+    over that phase's length.
+    """
+    t = cfg.train
+    p1 = t.phase1_steps
+    if step < p1:
+        if phase != 1:
+            return 0.0
+        return (t.phase1_lr if t.phase1_lr is not None else t.lr) / t.lr * schedule_factor(cfg, step, p1)
+    return schedule_factor(cfg, step - p1, t.max_steps - p1)
+
+
 def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
+    """Per param group :func:`lr_factor` by the group's ``phase`` (see :func:`build_optimizer`)."""
+    lambdas = [
+        (lambda step, phase=int(g.get("phase", 1)): lr_factor(cfg, step, phase=phase)) for g in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

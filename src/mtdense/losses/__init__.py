@@ -4,7 +4,7 @@
 * depth: :func:`depth_l1_loss`, :func:`depth_l2_loss`, :func:`berhu_loss` (TRL eq. 5)
 * normals: :func:`normals_l1_loss` (on normalised predictions), :func:`normals_cosine_loss` (1 − cos),
   :func:`normals_l2_loss` (PAD-Net's Euclidean)
-* edges: :func:`balanced_bce_loss` (positive weight 0.95)
+* edges: :func:`balanced_bce_loss` (positive weight 0.95), :func:`bce_loss` (plain, PAD-Net)
 * :func:`build_loss` by name; balancers :class:`FixedWeights`, :class:`UncertaintyWeights`
   (TRL eq. 7) and :func:`build_balancer`.
 """
@@ -16,6 +16,7 @@ from mtdense.losses.balancing import (
     LossBalancer,
     UncertaintyWeights,
     build_balancer,
+    check_tag_weights,
     key_multiplier,
     task_of,
 )
@@ -27,7 +28,7 @@ from mtdense.losses.depth import (
     depth_l1_loss,
     depth_l2_loss,
 )
-from mtdense.losses.edge import BalancedBCELoss, balanced_bce_loss
+from mtdense.losses.edge import BalancedBCELoss, BCELoss, balanced_bce_loss, bce_loss
 from mtdense.losses.normals import (
     NormalsCosineLoss,
     NormalsL1Loss,
@@ -41,6 +42,7 @@ from mtdense.losses.semseg import CrossEntropyLoss, cross_entropy_loss
 
 __all__ = [
     "BALANCERS",
+    "BCELoss",
     "LOSSES",
     "UNCERTAINTY_KINDS",
     "BalancedBCELoss",
@@ -56,8 +58,10 @@ __all__ = [
     "UncertaintyWeights",
     "UnknownNameError",
     "balanced_bce_loss",
+    "bce_loss",
     "berhu_loss",
     "build_balancer",
+    "check_tag_weights",
     "build_loss",
     "cross_entropy_loss",
     "depth_l1_loss",

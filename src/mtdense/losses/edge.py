@@ -1,7 +1,10 @@
-"""Class-balanced binary cross-entropy for edge (contour) detection, as in MTI-Net (seed 002, Sec. 3).
+"""Binary cross-entropy losses for edge (contour) detection.
 
-MTI-Net trains edges "with a positively weighted ``w_pos = 0.95`` binary cross-entropy loss", as
-ASTMT and ATRC do; DenseMTL (seed 004) uses the same ``[0.05, 0.95]`` class weights.
+* :func:`balanced_bce_loss`: class-balanced, MTI-Net (seed 002, Sec. 3) trains edges "with a
+  positively weighted ``w_pos = 0.95`` binary cross-entropy loss", as ASTMT and ATRC do; DenseMTL
+  (seed 004) uses the same ``[0.05, 0.95]`` class weights.
+* :func:`bce_loss`: plain (unweighted) binary cross-entropy, PAD-Net's "cross-entropy loss for the
+  contour prediction task" (seed 001, Sec. 3.6).
 """
 
 from __future__ import annotations
@@ -13,12 +16,10 @@ from torch import Tensor, nn
 from mtdense.errors import ConfigError
 from mtdense.losses._masked import check_dense_pair, masked_mean
 
-__all__ = ["BalancedBCELoss", "balanced_bce_loss"]
+__all__ = ["BCELoss", "BalancedBCELoss", "balanced_bce_loss", "bce_loss"]
 
 
-def balanced_bce_loss(
-    pred: Tensor, target: Tensor, *, pos_weight: float = 0.95, ignore_index: float = 255.0
-) -> Tensor:
+def balanced_bce_loss(pred: Tensor, target: Tensor, *, pos_weight: float = 0.95, ignore_index: float = 255.0) -> Tensor:
     """Balanced BCE with logits: ``−(w·y·log σ(x) + (1−w)·(1−y)·log(1−σ(x)))`` averaged over valid pixels.
 
     Computed stably as ``w·y·softplus(−x) + (1−w)·(1−y)·softplus(x)``. A pixel is valid unless its
@@ -71,3 +72,42 @@ class BalancedBCELoss(nn.Module):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """``pred`` logits, ``target`` labels: ``(B, 1, H, W)`` → scalar."""
         return balanced_bce_loss(pred, target, pos_weight=self.pos_weight, ignore_index=self.ignore_index)
+
+
+def bce_loss(pred: Tensor, target: Tensor, *, ignore_index: float = 255.0) -> Tensor:
+    """Plain binary cross-entropy with logits ``−(y·log σ(x) + (1−y)·log(1−σ(x)))``, mean over valid pixels.
+
+    PAD-Net (seed 001, Sec. 3.6) names "a cross-entropy loss for the contour prediction task" and no
+    class weighting, so both classes weigh 1. Computed stably as ``y·softplus(−x) + (1−y)·softplus(x)``;
+    ``y = [target ≥ 0.5]``; pixels whose target equals ``ignore_index`` count nothing. It equals
+    ``2 ×`` :func:`balanced_bce_loss` with ``pos_weight = 0.5``.
+
+    Args:
+        pred: ``(B, 1, H, W)`` logits.
+        target: ``(B, 1, H, W)`` float in ``{0, 1}``, ``ignore_index`` = ignore.
+        ignore_index: target value that contributes nothing.
+
+    Returns:
+        A scalar; 0 (connected to the graph) when no pixel is valid.
+    """
+    check_dense_pair("bce_loss", pred, target, pred_channels=1, target_channels=1)
+    valid = target != ignore_index
+    positive = target >= 0.5
+    per_pixel = torch.where(positive, F.softplus(-pred), F.softplus(pred))
+    return masked_mean(per_pixel, valid)
+
+
+class BCELoss(nn.Module):
+    """Module twin of :func:`bce_loss` (PAD-Net's contour loss).
+
+    Args:
+        ignore_index: target value to ignore (255 = crop padding).
+    """
+
+    def __init__(self, *, ignore_index: float = 255.0):
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``pred`` logits, ``target`` labels: ``(B, 1, H, W)`` → scalar."""
+        return bce_loss(pred, target, ignore_index=self.ignore_index)

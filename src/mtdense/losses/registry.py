@@ -15,7 +15,7 @@ from torch import nn
 
 from mtdense.errors import ConfigError
 from mtdense.losses.depth import BerHuLoss, DepthL1Loss, DepthL2Loss
-from mtdense.losses.edge import BalancedBCELoss
+from mtdense.losses.edge import BalancedBCELoss, BCELoss
 from mtdense.losses.normals import NormalsCosineLoss, NormalsL1Loss, NormalsL2Loss
 from mtdense.losses.semseg import CrossEntropyLoss
 
@@ -50,6 +50,7 @@ LOSSES: dict[str, type[nn.Module]] = {
     "normals_l2": NormalsL2Loss,
     "cosine": NormalsCosineLoss,
     "balanced_bce": BalancedBCELoss,
+    "bce": BCELoss,
 }
 
 

@@ -8,15 +8,13 @@ from mtdense.metrics._thinning import thin
 from mtdense.metrics.base import Meter, all_reduce_arrays
 from mtdense.metrics.depth import EIGEN_CROP, DepthMeter
 from mtdense.metrics.edge import EdgeMeter, FastEdgeMeter, edge_pr_counts, edge_thresholds
-from mtdense.metrics.multitask import DELTA_METRICS, LOWER_IS_BETTER, lower_is_better, multitask_delta
+from mtdense.metrics.multitask import multitask_delta
 from mtdense.metrics.normals import NormalsMeter
 from mtdense.metrics.saliency import SaliencyMeter
 from mtdense.metrics.semseg import SegmentationMeter
 
 __all__ = [
-    "DELTA_METRICS",
     "EIGEN_CROP",
-    "LOWER_IS_BETTER",
     "DepthMeter",
     "EdgeMeter",
     "FastEdgeMeter",
@@ -27,7 +25,6 @@ __all__ = [
     "all_reduce_arrays",
     "edge_pr_counts",
     "edge_thresholds",
-    "lower_is_better",
     "multitask_delta",
     "thin",
 ]

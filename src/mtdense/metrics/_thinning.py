@@ -1,7 +1,7 @@
 """Morphological thinning to convergence, as MATLAB's ``bwmorph(bw, 'thin', Inf)``.
 
 The BSDS / SEISM edge benchmark thins both the ground-truth boundaries and every binarised prediction
-with ``bwmorph(..., 'thin', Inf)`` before matching (see ``/work/shared/reference/metrics.md``). MATLAB's
+with ``bwmorph(..., 'thin', Inf)`` before matching (the BSDS / SEISM protocol). MATLAB's
 ``thin`` is the two-subiteration parallel algorithm of Guo & Hall as given in Lam, Lee & Suen, "Thinning
 Methodologies -- A Comprehensive Survey", IEEE TPAMI 14(9), 1992, p. 879. With the 8-neighbours of a
 pixel ``p`` numbered ``x1 .. x8`` counter-clockwise from the east neighbour (``x1`` = E, ``x2`` = NE,

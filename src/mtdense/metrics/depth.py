@@ -1,6 +1,6 @@
 """Monocular depth: rmse, rmse_log, rel, sq_rel, log10 and the delta accuracies.
 
-Definitions (``/work/shared/reference/metrics.md``; Eigen et al. 2014): with ``p`` the prediction and
+Definitions (Eigen et al. 2014): with ``p`` the prediction and
 ``g`` the ground truth in metres over the valid pixels,
 ``rmse = sqrt(mean (p - g)^2)``, ``rmse_log = sqrt(mean (ln p - ln g)^2)``, ``rel = mean |p - g| / g``,
 ``sq_rel = mean (p - g)^2 / g``, ``log10 = mean |log10 p - log10 g|``, ``d_k`` = share (percent) of

@@ -1,6 +1,6 @@
 """Edge detection: ODS / OIS F-measure and average precision by the BSDS protocol (as SEISM computes it).
 
-Protocol (``/work/shared/reference/metrics.md``; SEISM ``eval_cont.m`` -> Dollar's ``edgesEvalImg.m`` ->
+Protocol (SEISM ``eval_cont.m`` -> Dollar's ``edgesEvalImg.m`` ->
 BSDS ``correspondPixels``; the evaluation MTI-Net, ATRC and InvPT report), per image:
 
 1. ground-truth boundaries are thinned to one pixel (``bwmorph(gt, 'thin', Inf)``);

@@ -1,6 +1,6 @@
 """Surface normals: angular error statistics (mean, median, rmse, share under 11.25 / 22.5 / 30 degrees).
 
-Protocol (``/work/shared/reference/metrics.md``; MTI-Net / ASTMT ``eval_normals.py``): pixels with a
+Protocol (MTI-Net / ASTMT ``eval_normals.py``): pixels with a
 non-zero ground-truth normal are valid; predictions (and ground truth) are L2-normalised; the error is
 ``degrees(arccos(clip(p . g, -1, 1)))``, pooled over every valid pixel of the split;
 ``rmse = sqrt(mean e^2)``; ``a11 / a22 / a30`` = percentage of pixels with ``e < 11.25 / 22.5 / 30``.

@@ -1,6 +1,6 @@
 """Saliency (PASCAL-Context): max F-measure and mIoU over thresholds.
 
-Protocol (``/work/shared/reference/metrics.md``; MTI-Net / ASTMT ``eval_sal.py`` and ``jaccard.py``):
+Protocol (MTI-Net / ASTMT ``eval_sal.py`` and ``jaccard.py``):
 the ground truth is binary (``> 0.5``); the prediction is binarised with ``pred > t`` for the 15
 thresholds ``linspace(0.2, 0.9, 15)``; per image and threshold, the Jaccard index (1 when prediction and
 ground truth are both empty), precision ``tp / (tp + fp)`` and recall ``tp / (tp + fn)`` (0 when the

@@ -1,6 +1,6 @@
 """Semantic (and human-part) segmentation: mIoU, mAcc, pixel accuracy from a dataset confusion matrix.
 
-Protocol (``/work/shared/reference/metrics.md``, as MTI-Net's ``eval_semseg``): one confusion matrix
+Protocol (as MTI-Net's ``eval_semseg``): one confusion matrix
 over every pixel of the split whose label is not ``ignore_index``; ``IoU_c = TP / (TP + FP + FN)``,
 ``mIoU`` the mean over classes, ``mAcc`` the mean over classes of ``TP / (TP + FN)``,
 ``pixAcc = sum TP / number of valid pixels``.

@@ -34,7 +34,9 @@ Two settings (``PADNetConfig.setting``):
 
 ``"mtinet_hrnet"`` (the PAD-Net of the MTI-Net paper's NYUD/PASCAL comparisons, seed 002 Table 2,
 and its authors' code):
-    * the backbone levels fused at the finest one (HRNet: 18+36+72+144 = 270 channels at 1/4);
+    * the backbone levels fused at the finest one (HRNet: 18+36+72+144 = 270 channels at 1/4), then
+      the authors' fuse layer, a 1x1 conv (with bias) + BN + ReLU keeping those channels; it is part
+      of the shared front-end (phase 1 of the two-phase schedule trains it);
     * per task two Bottlenecks to ``channels`` = 256 (a 1x1 projection shortcut on the first) and a
       1x1 conv: the initial prediction ``"initial/<task>"`` (at 1/4, not resized);
     * distillation on those task features, by default MTI-Net's Eq. (1) per (target, source) pair
@@ -47,10 +49,11 @@ deconvolution and feature conv (the Caffe-era BN-free original predates them, bu
 makes these layers trainable with Adam at our learning rates).
 
 Outputs: ``{"initial/<task>": (B, K_t, ceil(H/4), ceil(W/4)) for every task incl. auxiliary,
-"<main task>": (B, K_t, H, W)}``. The paper's loss weighting (0.8 on the intermediate predictions,
-Sec. 4.1 / architectures.md) is ``loss.tag_weights: {initial: 0.8}``. The paper's two-phase schedule
-(Sec. 4.1: first the front-end with scene parsing only, then everything) is exposed by
-:meth:`PADNet.phase_parameters` and :meth:`PADNet.phase_outputs`.
+"<main task>": (B, K_t, H, W)}``. The paper's loss weighting (Sec. 4.1: 0.8 on the intermediate
+contour and normals predictions, 1 on the others) is ``loss.tag_weights: {initial/edge: 0.8,
+initial/normals: 0.8}``. The paper's two-phase schedule (Sec. 4.1: first the front-end with scene
+parsing only, then everything) is exposed by :meth:`PADNet.phase_parameters` and
+:meth:`PADNet.phase_outputs` and run by the trainer with ``train.phase1_steps`` / ``train.phase1_lr``.
 """
 
 from __future__ import annotations
@@ -179,7 +182,15 @@ class _PaperFrontEnd(nn.Module):
 
 
 class _FusedFrontEnd(nn.Module):
-    """Fused multi-level features, two Bottlenecks and a 1x1 prediction per task (``mtinet_hrnet``)."""
+    """Fused multi-level features, a fuse layer, two Bottlenecks and a 1x1 prediction per task (``mtinet_hrnet``).
+
+    The fuse layer (``fuse``) is the MTI-Net authors' ``HighResolutionFuse``, which their PAD-Net
+    config puts after the backbone: a 1x1 conv ``C -> C`` *with* bias, BatchNorm (momentum 0.1) and
+    ReLU on the concatenated levels, ``C = sum`` of the backbone's ``feature_info`` channels (270 for
+    HRNet-W18). The bias is redundant before BN but kept so that the parameter count (and a
+    converted checkpoint) matches theirs: PAD-Net + N + E on HRNet-W18-small-v2 with the NYUD heads
+    has 12,161,332 parameters in both.
+    """
 
     def __init__(
         self,
@@ -192,6 +203,7 @@ class _FusedFrontEnd(nn.Module):
         super().__init__()
         assert cfg.channels is not None
         c_in, c = sum(f.channels for f in feature_info), cfg.channels
+        self.fuse = nn.Sequential(nn.Conv2d(c_in, c_in, 1), nn.BatchNorm2d(c_in), nn.ReLU(inplace=True))
         self.task_features = nn.ModuleDict(
             {t: nn.Sequential(residual_block(Bottleneck, c_in, c), residual_block(Bottleneck, c, c)) for t in heads}
         )
@@ -199,13 +211,13 @@ class _FusedFrontEnd(nn.Module):
         self.out_channels = {t: c for t in heads}
 
     def shared(self) -> list[nn.Module]:
-        return []
+        return [self.fuse]
 
     def branch(self, task: str) -> list[nn.Module]:
         return [self.task_features[task], self.score[task]]
 
     def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        x = fuse_hrnet_features(features)
+        x = self.fuse(fuse_hrnet_features(features))
         feats = {t: f(x) for t, f in self.task_features.items()}
         return {t: self.score[t](f) for t, f in feats.items()}, feats
 

@@ -75,7 +75,10 @@ class STLConfig(MTLConfig):
 
 
 def backbone_from_config(cfg: BackboneConfig) -> Backbone:
-    """Build ``cfg.name`` with its local checkpoint and, when set, its ``output_stride``.
+    """Build ``cfg.name`` with, when set, its ``output_stride``; randomly initialised.
+
+    ``cfg.pretrained`` is not loaded here: the engine loads it once into every backbone copy of the
+    finished model (:func:`mtdense.engine.setup.build_model_for`).
 
     Raises:
         ConfigError: unknown backbone or an option it does not take; the message names
@@ -83,7 +86,7 @@ def backbone_from_config(cfg: BackboneConfig) -> Backbone:
     """
     kwargs = {} if cfg.output_stride is None else {"output_stride": cfg.output_stride}
     try:
-        return build_backbone(cfg.name, pretrained=cfg.pretrained, **kwargs)
+        return build_backbone(cfg.name, **kwargs)
     except ConfigError as e:
         raise ConfigError(f"model.backbone: {e}") from None
 

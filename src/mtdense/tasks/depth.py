@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from torch import Tensor
 
 from mtdense.losses import build_loss
 from mtdense.metrics import DepthMeter
-from mtdense.tasks.base import Task, single_channel
+from mtdense.tasks.base import Metric, Task, single_channel
+
+if TYPE_CHECKING:
+    from mtdense.config.schema import Config
 
 
 class DepthTask(Task):
@@ -23,8 +28,30 @@ class DepthTask(Task):
     """
 
     name = "depth"
-    primary_metric = "rmse"
+    metrics = (
+        Metric("rmse", True),
+        Metric("rmse_log", True),
+        Metric("rel", True),
+        Metric("sq_rel", True),
+        Metric("log10", True),
+        Metric("d1", False),
+        Metric("d2", False),
+        Metric("d3", False),
+    )
+    primary_metric = metrics[0]  # MTI-Net Sec. 4.1: rmse
     target_key = "depth"
+
+    @classmethod
+    def from_config(cls, cfg: Config, meta: Mapping[str, Any]) -> DepthTask:
+        """``loss.depth`` and the evaluation protocol (``eval.depth_reduction``, ``depth_crop``, ``depth_min``,
+        ``depth_max``); nothing from the dataset meta."""
+        return cls(
+            loss=cfg.loss.depth,
+            reduction=cfg.eval.depth_reduction,
+            min_depth=cfg.eval.depth_min,
+            max_depth=cfg.eval.depth_max,
+            crop=cfg.eval.depth_crop,
+        )
 
     def __init__(
         self,
@@ -34,16 +61,22 @@ class DepthTask(Task):
         max_depth: float | None = None,
         reduction: Literal["pixel", "image"] = "pixel",
         vis_max_depth: float | None = None,
+        crop: str | tuple[int, int, int, int] | None = None,
     ) -> None:
         super().__init__(out_channels=1, ignore_value=0.0, loss_fn=build_loss(loss))
         self.min_depth, self.max_depth, self.reduction = min_depth, max_depth, reduction
         self.vis_max_depth = vis_max_depth
+        self.crop = crop
 
     def postprocess(self, pred: Tensor) -> Tensor:
         return pred.clamp(min=self.min_depth if self.min_depth is not None else 1e-3)
 
     def make_meter(self) -> DepthMeter:
-        return DepthMeter(reduction=self.reduction, min_depth=self.min_depth, max_depth=self.max_depth)
+        return DepthMeter(reduction=self.reduction, min_depth=self.min_depth, max_depth=self.max_depth, crop=self.crop)
+
+    def random_target(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> Tensor:
+        """Metres float32 ``(B, 1, H, W)`` uniform in [0.5, 10), NYUD's range; all valid (the loss sees every pixel)."""
+        return 0.5 + 9.5 * torch.rand((batch, 1, *size), generator=generator)
 
     def visualize(self, x: Tensor | np.ndarray) -> np.ndarray:
         """Depth ``(1, H, W)`` or ``(H, W)`` → turbo colours (near blue, far red); invalid (≤ 0) is black."""

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mtdense.losses import build_loss
 from mtdense.metrics import NormalsMeter
-from mtdense.tasks.base import Task, as_numpy
+from mtdense.tasks.base import Metric, Task, as_numpy
+
+if TYPE_CHECKING:
+    from mtdense.config.schema import Config
 
 
 class NormalsTask(Task):
@@ -22,8 +27,21 @@ class NormalsTask(Task):
     """
 
     name = "normals"
-    primary_metric = "mean"
+    metrics = (
+        Metric("mean", True),
+        Metric("median", True),
+        Metric("rmse", True),
+        Metric("a11", False),
+        Metric("a22", False),
+        Metric("a30", False),
+    )
+    primary_metric = metrics[0]  # MTI-Net Sec. 4.1: mean angular error
     target_key = "normals"
+
+    @classmethod
+    def from_config(cls, cfg: Config, meta: Mapping[str, Any]) -> NormalsTask:
+        """``loss.normals``; nothing from the dataset meta."""
+        return cls(loss=cfg.loss.normals)
 
     def __init__(self, *, loss: Literal["l1", "cosine", "l2"] = "l1") -> None:
         loss_name = {"l1": "normals_l1", "cosine": "cosine", "l2": "normals_l2"}[loss]
@@ -34,6 +52,10 @@ class NormalsTask(Task):
 
     def make_meter(self) -> NormalsMeter:
         return NormalsMeter()
+
+    def random_target(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> Tensor:
+        """Unit vectors float32 ``(B, 3, H, W)``, directions uniform on the sphere."""
+        return F.normalize(torch.randn((batch, 3, *size), generator=generator), dim=1)
 
     def visualize(self, x: Tensor | np.ndarray) -> np.ndarray:
         """Normals ``(3, H, W)`` → RGB ``(n + 1) / 2``; invalid (zero) vectors are black."""

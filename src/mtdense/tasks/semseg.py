@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from mtdense.errors import DataError
 from mtdense.losses import build_loss
 from mtdense.metrics import SegmentationMeter
-from mtdense.tasks.base import Task, as_numpy
+from mtdense.tasks.base import Metric, Task, as_numpy
+
+if TYPE_CHECKING:
+    from mtdense.config.schema import Config
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -31,8 +36,22 @@ class SemsegTask(Task):
     """
 
     name = "semseg"
-    primary_metric = "mIoU"
+    metrics = (Metric("mIoU", False), Metric("mAcc", False), Metric("pixAcc", False))
+    primary_metric = metrics[0]  # MTI-Net Sec. 4.1: mIoU
     target_key = "semseg"
+
+    @classmethod
+    def from_config(cls, cfg: Config, meta: Mapping[str, Any]) -> SemsegTask:
+        """``num_classes`` (required), ``class_names`` and ``palette`` come from the dataset's ``meta.json``.
+
+        There is no default class count: a head of the wrong width would train silently on wrong labels.
+        """
+        if "num_classes" not in meta:
+            raise DataError(
+                f"semseg needs the dataset's number of classes, but the dataset meta (meta.json in "
+                f"data.root = {cfg.data.root}) has no 'num_classes' (keys: {sorted(meta)})"
+            )
+        return cls(int(meta["num_classes"]), class_names=meta.get("class_names"), palette=meta.get("palette"))
 
     def __init__(
         self,
@@ -50,12 +69,8 @@ class SemsegTask(Task):
             loss_fn=build_loss("cross_entropy", ignore_index=ignore_index, class_weights=weight),
         )
         self.num_classes = num_classes
-        self.class_names = (
-            list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-        )
-        self.palette = (
-            np.asarray(palette, dtype=np.uint8) if palette is not None else default_palette(num_classes)
-        )
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.palette = np.asarray(palette, dtype=np.uint8) if palette is not None else default_palette(num_classes)
 
     def postprocess(self, pred: Tensor) -> Tensor:
         return pred.softmax(dim=1)
@@ -71,6 +86,10 @@ class SemsegTask(Task):
         valid = (labels >= 0) & (labels < self.num_classes)
         out[valid] = self.palette[labels[valid]]
         return out
+
+    def random_target(self, batch: int, size: tuple[int, int], generator: torch.Generator) -> Tensor:
+        """Class labels int64 ``(B, H, W)`` uniform in ``0..K−1`` (no ignore pixels)."""
+        return torch.randint(0, self.num_classes, (batch, *size), generator=generator, dtype=torch.int64)
 
     def to_array(self, pred: Tensor) -> np.ndarray:
         """Class labels ``(H, W)`` as uint8 (uint16 beyond 255 classes)."""

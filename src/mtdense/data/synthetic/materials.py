@@ -169,6 +169,8 @@ def _make_noise_texture() -> np.ndarray:
 
 
 _NOISE = _make_noise_texture()
+_NOISE_FLAT = _NOISE.ravel()
+_TEX_BITS = _TEX.bit_length() - 1  # _TEX is a power of two
 _CELLS = _hash2(np.arange(64)[None, :], np.arange(64)[:, None], 12345)  # (64, 64) uniform table
 
 
@@ -177,7 +179,8 @@ def noise(a: np.ndarray, b: np.ndarray, seed) -> np.ndarray:
     oa, ob = (seed * 7919) % _TEX, (seed * 104729) % _TEX
     ia = ((a * _UNIT).astype(np.int64) + oa) & (_TEX - 1)
     ib = ((b * _UNIT).astype(np.int64) + ob) & (_TEX - 1)
-    return _NOISE[ib, ia]
+    # _NOISE[ib, ia] as one flat gather: 2-D fancy indexing costs several times more
+    return np.take(_NOISE_FLAT, (ib << _TEX_BITS) | ia)
 
 
 def cell_random(i: np.ndarray, j: np.ndarray, seed) -> np.ndarray:

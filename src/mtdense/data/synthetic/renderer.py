@@ -30,6 +30,7 @@ Pipeline of :func:`render_scene` (no Python loop over pixels; loops run over pri
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -176,9 +177,7 @@ def _pixel_window(rect: np.ndarray, h: int, w: int) -> tuple[slice, slice] | Non
     return slice(j0, j1), slice(i0, i1)
 
 
-def _trace(
-    prims: list[Primitive], rects: np.ndarray, origin: tuple, d: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _trace(prims: list[Primitive], rects: np.ndarray, origin: tuple, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Z-buffer of the pixel-centre rays ``d (3, H, W)`` over primitives: nearest ``t`` (``inf`` = miss)
     and primitive index (−1 = miss), each primitive tested only inside its screen rectangle."""
     h, w = d.shape[1:]
@@ -249,9 +248,7 @@ class _Compiled:
         for kd in PrimType:
             ks = np.flatnonzero(self.kind == kd)
             if ks.size:
-                self.tables[kd] = np.array(
-                    [prims[k].params for k in ks], np.float32
-                ).T.copy()  # (ncols, n_kd)
+                self.tables[kd] = np.array([prims[k].params for k in ks], np.float32).T.copy()  # (ncols, n_kd)
                 self.slot[ks] = np.arange(ks.size)
                 self.kind_range[kd] = (int(ks[0]), int(ks[-1]) + 1)
 
@@ -625,7 +622,21 @@ def _gamma_lut() -> np.ndarray:
 
 
 _GAMMA = _gamma_lut()
-_NOISE_TABLE = np.random.default_rng(20240601).standard_normal(1 << 20, dtype=np.float32)
+NOISE_TABLE_SIZE = 1 << 20
+"""Samples in the sensor-noise table (4 MiB of float32)."""
+
+
+@functools.cache
+def noise_table() -> np.ndarray:
+    """The fixed table of :data:`NOISE_TABLE_SIZE` standard normal samples behind :func:`_gaussian_noise`.
+
+    Built on first use (about 10 ms and 4 MiB), not at import: importing the package (every CLI
+    command does) should cost neither. Cached because it is a constant of the generator (seeded),
+    read-only, so every image of a process shares it.
+    """
+    table = np.random.default_rng(20240601).standard_normal(NOISE_TABLE_SIZE, dtype=np.float32)
+    table.flags.writeable = False
+    return table
 
 
 def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -635,10 +646,10 @@ def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     of a 2^20-sample table is as good for sensor noise (no visible pattern) and deterministic in rng.
     """
     n = math.prod(shape)
-    if n > _NOISE_TABLE.size // 2:
+    if n > NOISE_TABLE_SIZE // 2:
         return rng.standard_normal(shape, dtype=np.float32)
-    start = int(rng.integers(0, _NOISE_TABLE.size - n + 1))
-    return _NOISE_TABLE[start : start + n].reshape(shape)
+    start = int(rng.integers(0, NOISE_TABLE_SIZE - n + 1))
+    return noise_table()[start : start + n].reshape(shape)
 
 
 def render_scene(
@@ -688,9 +699,7 @@ def render_scene(
             off = np.asarray(AA_OFFSETS, np.float32)
             su = (pu[:, None] + off[None, :, 0]).ravel()  # pixel-major (A · 4,)
             sv = (pv[:, None] + off[None, :, 1]).ravel()
-            sd = _directions(
-                rot, (su - np.float32(cx)) / np.float32(fx), (sv - np.float32(cy)) / np.float32(fy)
-            )
+            sd = _directions(rot, (su - np.float32(cx)) / np.float32(fx), (sv - np.float32(cy)) / np.float32(fy))
             cand = np.repeat(_neighbour_candidates(pid.reshape(h, w), aa_pix), len(AA_OFFSETS), axis=0)
             st, spid = _trace_candidates(comp, origin, sd, cand)
             clock.lap("aa")

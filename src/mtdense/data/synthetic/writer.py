@@ -1,4 +1,4 @@
-"""Write a synthetic dataset to disk in the NYUD-MT layout (see ``/work/shared/reference/datasets.md``).
+"""Write a synthetic dataset to disk in the NYUD-MT layout (see :mod:`mtdense.data.nyud`).
 
 ::
 
@@ -13,7 +13,11 @@
 
 Ids are ``train_<i>`` (scene index ``i``) and ``val_<j>`` (scene index ``VAL_INDEX_OFFSET + j``), so
 the splits are disjoint, fixed by the seed, and growing one split never changes the other.
-``meta.json`` is written last: a folder without it is an interrupted write.
+Completion marker: ``meta.json`` is deleted when a write starts and written last, atomically (a
+temporary file renamed over it), with the image count of each split (``splits``) and the
+``generator_version``. A folder without it is an interrupted write; the reader
+(:class:`mtdense.data.nyud.NYUDMT`) checks the counts against ``gt_sets/`` and the files on disk, and
+the engine re-renders a synthetic ``data.root`` whose ``meta.json`` is missing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..._allocator import reuse_freed_memory
 from ...errors import ConfigError, DataError
 from .._io import write_png
 from .families import GENERATOR_VERSION, _check_size, get_family, render_sample
@@ -92,16 +97,15 @@ def write_synthetic_dataset(
 
     ids = {"train": [f"train_{i:06d}" for i in range(train)], "val": [f"val_{j:06d}" for j in range(val)]}
     jobs = [(str(root), fam.name, int(seed), i, sid, size) for i, sid in enumerate(ids["train"])]
-    jobs += [
-        (str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])
-    ]
+    jobs += [(str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])]
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     if workers > 1 and len(jobs) > 1:
-        with _pool_context().Pool(workers) as pool:
+        with _pool_context().Pool(workers, initializer=reuse_freed_memory) as pool:
             done = pool.imap_unordered(_write_sample, jobs, chunksize=4)
             for _ in tqdm(done, total=len(jobs), disable=not progress, desc=f"synth {fam.name}", unit="img"):
                 pass
     else:
+        reuse_freed_memory()  # ~10% less CPU per image (mtdense._allocator)
         for job in tqdm(jobs, disable=not progress, desc=f"synth {fam.name}", unit="img"):
             _write_sample(job)
 
@@ -130,5 +134,7 @@ def write_synthetic_dataset(
             "intrinsics": "pixel centres at integer coordinates",
         },
     }
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp = meta_path.with_name(f".meta.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, meta_path)  # atomic: the folder is complete exactly when meta.json exists
     return root

@@ -1,0 +1,135 @@
+"""Planning a suite: every run it needs, with its fully resolved config and its folder.
+
+Override order (later wins): the config file, the suite's ``overrides``, the entry's ``overrides``, the
+command line's ``key=value``, then ``seed=S``. The seed changes the training seed (initialisation, batch
+order, augmentation) and nothing else: the dataset stays the one of the config, so the spread over
+seeds is the spread of training, not of data. With ``--jobs N > 1`` every run also gets
+``train.threads=1`` (N processes with one intra-op thread each).
+
+Layout under OUT: ``stl_<task>/seed<S>/`` for the references, ``<method>/seed<S>/`` for the methods
+(``<method>_<task_set>`` for a method expanded over task sets), ``references/seed<S>.json`` (the
+references' ``{task: metrics}`` of seed S, the ``eval.baseline`` of that seed's methods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mtdense.config.derive import single_task_config
+from mtdense.config.load import apply_overrides, config_to_dict, read_yaml, resolve_config, validate_config
+from mtdense.engine.bench.suite import RunEntry, Suite
+from mtdense.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a suite."""
+
+    name: str  # row name: "stl_semseg", "mtl", "xtam_sd"
+    kind: str  # "reference" or "method"
+    seed: int
+    config: dict[str, Any]  # fully resolved (config_to_dict of the validated config)
+    out: Path  # run folder
+    source: str  # where the config comes from, for messages
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config["data"]["tasks"])
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (seed {self.seed})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    references: list[RunSpec]
+    methods: list[RunSpec]
+    reference_tasks: list[str]
+    seeds: list[int]
+    baselines: dict[int, Path]  # seed -> references/seed<S>.json
+
+
+def _config_file(name: str, suite_path: Path) -> Path:
+    beside = suite_path.parent / name
+    for candidate in (beside, beside.with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    return resolve_config(name)
+
+
+def _resolve(raw: dict[str, Any], overrides: list[str], *, source: str) -> dict[str, Any]:
+    return config_to_dict(validate_config(apply_overrides(raw, overrides, source=source), source=source))
+
+
+def plan_suite(
+    suite: Suite,
+    suite_path: Path,
+    *,
+    out: Path,
+    seeds: list[int] | None = None,
+    overrides: list[str] | None = None,
+    jobs: int = 1,
+) -> Plan:
+    """Every run of ``suite`` (references first) with its resolved config; config errors (unknown keys,
+    a method task without a reference) are raised here, before anything trains."""
+    seeds = list(seeds if seeds is not None else suite.seeds)
+    if not seeds:
+        raise ConfigError("--seeds: expected at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct seeds, got {seeds}")
+    out = out.resolve()
+    cli = list(overrides or [])
+    threads = ["train.threads=1"] if jobs > 1 else []
+
+    def tail(entry: RunEntry, seed: int) -> list[str]:
+        return [*suite.overrides, *entry.overrides, *cli, f"seed={seed}", *threads]
+
+    def method_raw(config: str) -> tuple[dict[str, Any], str]:
+        path = _config_file(config, suite_path)
+        return read_yaml(path), str(path)
+
+    references, methods = [], []
+    baselines = {s: out / "references" / f"seed{s}.json" for s in seeds}
+    for seed in seeds:
+        for task, entry in suite.references.items():
+            source = f"{suite_path}: references.{task}"
+            if entry.config is not None:
+                raw, where = method_raw(entry.config)
+                cfg = _resolve(raw, tail(entry, seed), source=f"{source} ({where})")
+            else:
+                raw, where = method_raw(entry.single_task_of or "")
+                mt = validate_config(
+                    apply_overrides(raw, [*suite.overrides, *cli, f"seed={seed}"], source=source), source=where
+                )
+                derived = config_to_dict(single_task_config(mt, task, source=where))
+                cfg = _resolve(derived, [*entry.overrides, *threads], source=f"{source} (single-task of {where})")
+            if cfg["data"]["tasks"] != [task]:
+                raise ConfigError(
+                    f"{source}: the reference of {task!r} must train exactly [{task!r}], got data.tasks "
+                    f"{cfg['data']['tasks']}"
+                )
+            references.append(RunSpec(f"stl_{task}", "reference", seed, cfg, out / f"stl_{task}" / f"seed{seed}", source))
+        for name, entry in suite.methods.items():
+            config = entry.config or ""
+            expansions = [(f"{name}_{ts}", config.replace("{task_set}", ts)) for ts in suite.task_sets]
+            for run_name, cfg_name in expansions if "{task_set}" in config else [(name, config)]:
+                source = f"{suite_path}: methods.{name}"
+                raw, where = method_raw(cfg_name)
+                baseline = [f"eval.baseline={baselines[seed]}"]
+                cfg = _resolve(raw, [*tail(entry, seed), *baseline], source=f"{source} ({where})")
+                missing = [t for t in cfg["data"]["tasks"] if t not in suite.references]
+                if missing:
+                    raise ConfigError(
+                        f"{source}: no single-task reference for task(s) {', '.join(missing)} of {where} "
+                        f"(references: {', '.join(suite.references)}); Δm needs one per task"
+                    )
+                methods.append(RunSpec(run_name, "method", seed, cfg, out / run_name / f"seed{seed}", source))
+    names = [r.name for r in methods if r.seed == seeds[0]]
+    reserved = {f"stl_{t}" for t in suite.references} | {"references", "figures", "logs"}
+    clash = sorted({n for n in names if names.count(n) > 1 or n in reserved})
+    if clash:
+        raise ConfigError(f"{suite_path}: method name(s) {clash} clash with another run's folder; rename them")
+    return Plan(references, methods, list(suite.references), seeds, baselines)

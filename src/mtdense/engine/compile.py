@@ -1,0 +1,120 @@
+"""``train.compile``: run the training forward pass through ``torch.compile`` (TorchInductor).
+
+What it does: :func:`compile_for_training` wraps a model in ``torch.compile(model, dynamic=False)``
+with the default Inductor backend. On the CPU, Inductor writes C++/OpenMP kernels that fuse the
+element-wise work around the convolutions (BatchNorm statistics and normalisation, ReLU, residual
+additions, the losses' element-wise parts are outside the model and stay eager) and compiles them with
+the system C++ compiler; on CUDA it writes Triton kernels. The backward pass is compiled too
+(AOTAutograd). Convolutions still run in oneDNN / cuDNN, so the arithmetic is the same up to
+floating-point summation order: outputs and gradients match eager mode within float tolerance, not
+bitwise.
+
+The compiled module shares its parameters and buffers with the model; the trainer keeps the eager
+module for everything else (state dict and checkpoint keys, the optimiser's parameter groups,
+evaluation, export), so a run with ``train.compile`` writes the same checkpoints as one without, and
+either can resume the other.
+
+Cost: compiling takes tens of seconds to minutes at the first training step (and once more for a
+second input shape, e.g. a smaller last batch), in exchange for a faster step; compiled kernels are
+cached on disk by PyTorch (``TORCHINDUCTOR_CACHE_DIR``, by default under the temporary folder), so a
+later run of the same model and input shape compiles much faster. ``docs/benchmarks.md`` has the
+measured step times.
+
+Fallbacks and errors:
+
+* a missing prerequisite (no ``torch.compile`` support for this Python, no C++ compiler for the CPU
+  backend, no Triton for CUDA) is not an error: :func:`compile_for_training` logs one warning that
+  names what is missing and returns the model unchanged, so training runs eagerly with the same
+  results, only slower;
+* a failure while compiling (raised by PyTorch at the first forward pass) is re-raised as
+  :class:`~mtdense.errors.TrainingError` naming ``train.compile`` and the way around it
+  (``train.compile=false``); the training state is untouched, because compiling happens before
+  the first optimiser step of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtdense.errors import TrainingError
+
+__all__ = ["CompiledForward", "compile_for_training", "compile_unavailable_reason"]
+
+log = logging.getLogger(__name__)
+
+
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why ``torch.compile`` with Inductor cannot run on ``device`` here, or ``None`` if it can."""
+    if not hasattr(torch, "compile"):
+        return f"torch {torch.__version__} has no torch.compile"
+    try:
+        import torch._dynamo as dynamo
+
+        if not dynamo.is_dynamo_supported():
+            return f"torch.compile does not support this Python ({torch.__version__})"
+    except Exception as e:  # an unsupported interpreter raises on import or on the check
+        return f"torch.compile is unavailable: {type(e).__name__}: {e}"
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception:
+            return (
+                "the CPU backend of torch.compile (Inductor) needs a C++ compiler (g++ or clang++) and none "
+                "was found on PATH (set CXX to one)"
+            )
+    elif device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "the CUDA backend of torch.compile (Inductor) needs Triton, which is not installed"
+    else:
+        return f"train.compile supports the CPU and CUDA, not {device.type!r}"
+    return None
+
+
+class CompiledForward(nn.Module):
+    """A model's forward pass through ``torch.compile``, turning compilation failures into
+    :class:`~mtdense.errors.TrainingError`.
+
+    Holds the model (``self.model``, parameters shared) and its compiled twin; ``forward`` takes and
+    returns what the model's does. ``backend`` is ``torch.compile``'s (Inductor by default).
+    """
+
+    def __init__(self, model: nn.Module, *, backend: str | Callable[..., Any] = "inductor") -> None:
+        super().__init__()
+        self.model = model
+        self.compiled = torch.compile(model, backend=backend, dynamic=False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError, Unsupported
+
+        try:
+            return self.compiled(*args, **kwargs)
+        except (BackendCompilerFailed, InternalTorchDynamoError, Unsupported) as e:
+            cause = getattr(e, "inner_exception", None) or e  # the compiler's own error, if wrapped
+            lines = [line for line in str(cause).splitlines() if line.strip()]
+            raise TrainingError(
+                f"train.compile: torch.compile failed on the model {type(self.model).__name__} "
+                f"({type(cause).__name__}: {lines[0].strip() if lines else 'no message'}); "
+                "set train.compile=false to train without compiling"
+            ) from e
+
+
+def compile_for_training(model: nn.Module, *, device: torch.device) -> nn.Module:
+    """``model``'s forward pass compiled for ``device`` (:class:`CompiledForward`), or ``model`` itself,
+    with a logged warning, when a prerequisite is missing (:func:`compile_unavailable_reason`).
+
+    Use the result only to call the forward pass; keep ``model`` for its state dict and parameters.
+    """
+    reason = compile_unavailable_reason(device)
+    if reason is not None:
+        log.warning("train.compile: %s; training without compiling (same results, slower)", reason)
+        return model
+    return CompiledForward(model)

@@ -1,0 +1,99 @@
+"""Virtual KITTI 2 reader on a fixture in the release layout: colour-coded class PNGs, 16-bit depth PNGs in cm
+(written by an encoder independent of the reader's decoder), and the frame-grouped write-once split."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtdense.data import open_dataset
+from mtdense.data.vkitti2 import CLASS_COLOURS
+from mtdense.errors import DataError
+
+H, W = 6, 8
+FRAMES = 10
+
+
+def write_png(path, a: np.ndarray) -> None:
+    """PNG bytes of a uint8/uint16 (H, W) or (H, W, 3) array, filter 0, big-endian samples (PNG spec)."""
+    a = np.ascontiguousarray(a)
+    depth = 16 if a.dtype == np.uint16 else 8
+    colour = 0 if a.ndim == 2 else 2
+    rows = a.astype(">u2" if depth == 16 else np.uint8).reshape(a.shape[0], -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((a.shape[0], 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], depth, colour, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+
+
+COLOURS = [(90, 200, 255), (100, 60, 100), (255, 127, 80), (0, 0, 0), (0, 139, 139), (210, 0, 200), (80, 80, 80),
+           (140, 140, 140)]  # fmt: skip
+IDS = [1, 5, 12, 255, 13, 0, 10, 4]  # sky, road, car, undefined, van, terrain, misc, building
+
+
+@pytest.fixture()
+def vk_root(tmp_path):
+    root = tmp_path / "vkitti2"
+    for variation in ("clone", "fog"):
+        for cam in ("Camera_0", "Camera_1"):
+            base = root / "Scene01" / variation / "frames"
+            for kind in ("rgb", "depth", "classSegmentation"):
+                (base / kind / cam).mkdir(parents=True, exist_ok=True)
+            for f in range(FRAMES):
+                Image.fromarray(np.full((H, W, 3), 60, np.uint8)).save(base / "rgb" / cam / f"rgb_{f:05d}.jpg")
+                cls = np.zeros((H, W, 3), np.uint8)
+                cls[:] = np.array(COLOURS, np.uint8)[None]
+                write_png(base / "classSegmentation" / cam / f"classgt_{f:05d}.png", cls)
+                depth = np.full((H, W), 1234, np.uint16)
+                depth[0, 0] = depth[3, 4] = 65535
+                write_png(base / "depth" / cam / f"depth_{f:05d}.png", depth)
+    return root
+
+
+def test_colour_coded_classes(vk_root):
+    ds = open_dataset("vkitti2", vk_root, split="train", tasks=("semseg",))
+    np.testing.assert_array_equal(ds[0]["semseg"].numpy(), np.tile(IDS, (H, 1)))
+    assert ds.meta["class_names"][12] == "car" and len(CLASS_COLOURS) == ds.meta["num_classes"] == 14
+
+
+def test_depth_centimetres_and_far(vk_root):
+    s = open_dataset("vkitti2", vk_root, split="val", tasks=("depth", "normals"))[0]
+    d = s["depth"][0].numpy()
+    assert d[0, 0] == 0.0 and d[3, 4] == 0.0 and (d[d > 0] == np.float32(12.34)).sum() == H * W - 2
+    np.testing.assert_allclose(s["normals"][:, 2, 2].numpy(), [0, 0, -1], atol=1e-6)
+    assert (s["normals"][:, 3, 3] == 0).all() and (s["normals"][:, 2, 4] == 0).all()  # next to far = invalid
+
+
+def test_split_keeps_a_frame_together(vk_root):
+    train = open_dataset("vkitti2", vk_root, split="train", tasks=("depth",)).ids
+    val = open_dataset("vkitti2", vk_root, split="val", tasks=("depth",)).ids
+    assert len(train) + len(val) == 2 * 2 * FRAMES and not set(train) & set(val)
+    frames = lambda ids: {(i.split("/")[0], i.split("/")[3]) for i in ids}  # noqa: E731
+    assert not frames(train) & frames(val) and len(frames(val)) == 2  # 20 % of the 10 frames
+    assert len(val) == 8  # both variations and both cameras of those frames
+    assert open_dataset("vkitti2", vk_root, split="val", tasks=("depth",)).ids == val
+
+
+def test_named_errors(vk_root):
+    ds = open_dataset("vkitti2", vk_root, split="train", tasks=("semseg",))
+    scene, variation, cam, frame = ds.ids[0].split("/")
+    path = vk_root / scene / variation / "frames/classSegmentation" / cam / f"classgt_{frame}.png"
+    bad = np.zeros((H, W, 3), np.uint8)
+    bad[2, 3] = (1, 2, 3)
+    write_png(path, bad)
+    with pytest.raises(DataError, match=r"colour \(1, 2, 3\) at \(row 2, col 3\)"):
+        ds[0]
+    path.unlink()
+    with pytest.raises(DataError, match="class map not found"):
+        ds[0]
+    with pytest.raises(DataError, match="no frames found"):
+        open_dataset("vkitti2", vk_root / "Scene01" / "clone", split="train", tasks=("semseg",))
