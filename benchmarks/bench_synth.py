@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[2])
     ap.add_argument("--passes", type=int, default=3, help="runs per version and setting; the best is kept")
     ap.add_argument("--reference", type=Path, help="src/ folder of another version to time side by side")
+    ap.add_argument("--reference-label", default="the package in --reference", help="what the reference is")
     ap.add_argument("--profile-n", type=int, default=40, help="images for the stage breakdown")
     ap.add_argument("--no-report", action="store_true", help="print only, do not touch docs/benchmarks.md")
     args = ap.parse_args()
@@ -201,7 +202,7 @@ def main() -> None:
     if ref_cols:
         lines += [
             "",
-            "*Reference*: the package at the last commit (`git archive HEAD src`), run alternately with this "
+            f"*Reference*: {args.reference_label}, run alternately with this "
             "tree in the same session. Rendered outputs of the two for fixed seeds (both families, 3 images "
             f"each): {'identical' if identical else 'DIFFERENT'}.",
         ]

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="nyud/mtinet_hrnet18s_aux", help="packaged config name")
     p.add_argument("--reference", type=Path, help="src/ folder of the version to compare with")
+    p.add_argument("--reference-label", default="the package in --reference", help="what the reference is")
     p.add_argument("--variants", nargs="+", default=["reference", "eager", "compiled"])
     p.add_argument("--size", type=_size, default=(288, 384), help="HxW")
     p.add_argument("--batch", type=int, default=2)
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     ref = best.get("reference")
+    if ref:
+        lines.insert(1, f"\n*reference*: {args.reference_label}.")
     for v in variants:
         b = best[v]
         code = "reference tree" if v == "reference" else "this tree"

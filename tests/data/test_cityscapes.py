@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -20,28 +18,11 @@ BASELINE, FX, FY, U0, V0 = 0.209313, 2262.52, 2265.3017905988, 1096.98, 513.137
 STEM = "aachen/aachen_000000_000019"
 
 
-def write_png(path, a: np.ndarray) -> None:
-    """PNG bytes of a uint8/uint16 (H, W) or (H, W, 3) array, filter 0, big-endian samples (PNG spec)."""
-    a = np.ascontiguousarray(a)
-    depth = 16 if a.dtype == np.uint16 else 8
-    colour = 0 if a.ndim == 2 else 2
-    rows = a.astype(">u2" if depth == 16 else np.uint8).reshape(a.shape[0], -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((a.shape[0], 1), np.uint8), rows], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], depth, colour, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
-
-
 LABEL_IDS = np.array([7, 22, 27, 9, 0, 33], np.uint8)  # road, terrain, truck, parking, unlabeled, bicycle
 
 
 @pytest.fixture()
-def cs_root(tmp_path):
+def cs_root(tmp_path, write_png):
     root = tmp_path / "cityscapes"
     for kind in ("leftImg8bit", "gtFine", "disparity", "camera"):
         (root / kind / "train" / "aachen").mkdir(parents=True)
@@ -128,3 +109,9 @@ def test_named_errors(cs_root):
     (cs_root / f"disparity/train/{STEM}_disparity.png").write_bytes(b"\x89PNG\r\n\x1a\n trunc")
     with pytest.raises(DataError, match="cannot decode disparity map"):
         ds[0]
+
+
+def test_detected_by_data_check(cs_root):
+    from mtdense.data.registry import detect_dataset
+
+    assert detect_dataset(cs_root) == "cityscapes"

@@ -31,3 +31,20 @@ def test_pascal_recipe_is_the_papers():
     assert cfg.data.scale_range == [0.75, 1.25] and cfg.data.rotation == 20.0 and cfg.data.flip
     assert cfg.loss.weights == {"semseg": 1.0, "parts": 2.0, "saliency": 5.0, "edge": 50.0, "normals": 10.0}
     assert cfg.eval.edge_max_dist == 0.0075 and cfg.train.optimizer == "adam" and cfg.train.lr == 1e-4
+
+
+def test_pascal_augmentation_is_built_from_the_config():
+    """data.scale_range and data.rotation become the joint transforms the trainer applies."""
+    from mtdense.config.load import apply_overrides
+    from mtdense.config.schema import Config
+    from mtdense.data import transforms as T
+    from mtdense.engine.data import build_train_transform
+    from mtdense.errors import ConfigError
+
+    cfg = load_config(files("mtdense") / "configs" / "pascal" / "mtl_hrnet18s.yaml")
+    steps = build_train_transform(cfg).transforms
+    assert [type(s) for s in steps] == [T.RandomScale, T.RandomRotation, T.RandomCrop, T.RandomHorizontalFlip]
+    assert steps[0].scale_range == (0.75, 1.25) and steps[1].degrees == 20.0
+    raw = apply_overrides(cfg.model_dump(), ["data.scales=[1.0,1.2]"])
+    with pytest.raises(ConfigError, match="scale_range and data.scales"):
+        build_train_transform(Config.model_validate(raw))

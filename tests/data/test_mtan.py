@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from mtdense.data import open_dataset
+from mtdense.data._geometry import normals_from_depth
 from mtdense.data.mtan import INTRINSICS, SIZE
-from mtdense.data.nyud_convert import normals_from_depth, signed_permutations
+from mtdense.data.nyud_convert import signed_permutations
 from mtdense.errors import DataError
 
 H, W = SIZE
@@ -40,7 +41,7 @@ def write_mtan(root: Path, counts=(("train", 2), ("val", 1))) -> Path:
             label[:, W // 2 :] = 4.0  # 'floor'
             label[0, :] = -1.0
             depth = plane_depth(n0, 2.0 + i)
-            normal = normals_from_depth(depth, INTRINSICS) @ AXES  # stored = AXESᵀ · camera
+            normal = normals_from_depth(depth, **INTRINSICS) @ AXES  # stored = AXESᵀ · camera
             np.save(root / split / "image" / f"{i}.npy", image)
             np.save(root / split / "label" / f"{i}.npy", label)
             np.save(root / split / "depth" / f"{i}.npy", depth[..., None])
@@ -90,3 +91,12 @@ def test_named_errors(tmp_path):
     np.save(root / "train" / "label" / "1.npy", np.zeros((H, W // 2)))
     with pytest.raises(DataError, match=r"1.npy: expected shape \(288, 384\), got \(288, 192\)"):
         ds[1]
+
+
+def test_indexing_is_range_checked_and_repr_names_the_split(mtan_root):
+    """The indexing every reader shares (mtdense.data._readers.IndexedDataset): negative indices too."""
+    ds = open_dataset("nyud_mtan13", mtan_root, split="train", tasks=("depth",))
+    for bad in (2, -1):
+        with pytest.raises(IndexError, match=rf"index {bad} out of range for 2 samples of .* \[train\]"):
+            ds[bad]
+    assert repr(ds) == f"NYUDMTAN(root={str(mtan_root)!r}, split='train', n=2, tasks=['depth'])"

@@ -19,7 +19,8 @@ from PIL import Image
 
 from mtdense.cli.main import main
 from mtdense.data import open_dataset
-from mtdense.data.nyud_convert import convert_nyud, normals_from_depth, nyu_tables, signed_permutations
+from mtdense.data._geometry import normals_from_depth
+from mtdense.data.nyud_convert import convert_nyud, nyu_tables, signed_permutations
 from mtdense.errors import DataError
 
 H, W, N = 6, 8, 3
@@ -146,7 +147,7 @@ def test_eigen_normals_are_brought_into_the_camera_frame(files, tmp_path):
     (eig / "normals").mkdir(parents=True)
     (eig / "masks").mkdir()
     for i in range(N):
-        cam = normals_from_depth(depth_of(i), K)
+        cam = normals_from_depth(depth_of(i), **K)
         stored = cam @ m  # m⁻¹ = mᵀ: stored = mᵀ · cam
         png = np.where(np.abs(cam).sum(-1, keepdims=True) > 0, np.round((stored + 1) * 127), 127).astype(np.uint8)
         Image.fromarray(png).save(eig / "normals" / f"{i:04d}.png")

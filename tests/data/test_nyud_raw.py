@@ -99,3 +99,12 @@ def test_named_errors(tmp_path, raw_root):
     (scene / "sync_depth_00002.png").write_bytes((scene / "sync_depth_00002.png").read_bytes()[:60])
     with pytest.raises(DataError, match="cannot decode depth map .*sync_depth_00002.png"):
         ds[2]
+
+
+def test_indexing_is_range_checked_and_repr_names_the_split(raw_root):
+    """The indexing every reader shares (mtdense.data._readers.IndexedDataset): negative indices too."""
+    ds = open_dataset("nyud_raw", raw_root, split="train", tasks=("depth",))
+    for bad in (4, -1):
+        with pytest.raises(IndexError, match=rf"index {bad} out of range for 4 samples of .* \[train\]"):
+            ds[bad]
+    assert repr(ds) == f"NYUDRaw(root={str(raw_root)!r}, split='train', n=4, tasks=['depth'])"

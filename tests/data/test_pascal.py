@@ -72,7 +72,7 @@ def pascal_root(tmp_path):
         folder = "semseg/VOC12" if sid != "2008_000002" else "semseg/pascal-context"
         img.save(root / folder / f"{sid}.png")
         normals = np.zeros((H, W, 3), np.uint8)
-        normals[...] = (255, 0, 128)  # stored (1, -1, 0.0039) -> camera (1, 1, -0.0039) / norm
+        normals[...] = (255, 0, 128)  # stored (1, -1, 0.0039) -> camera (1, -1, -0.0039) / norm
         Image.fromarray(normals).save(root / "normals_distill" / f"{sid}.png")
         sal = np.zeros((H, W), np.uint8)
         sal[:, 0] = 127
@@ -139,7 +139,7 @@ def test_normals_decoded_converted_unit_and_masked(pascal_root):
     n = open_dataset("pascal_mt", pascal_root, split="train", tasks=("normals",))[0]["normals"].numpy()
     assert WALL in NORMALS_VALID_CONTEXT_IDS and SKY not in NORMALS_VALID_CONTEXT_IDS
     stored = np.array([1.0, -1.0, 2 * 128 / 255 - 1])
-    cam = stored * np.array([1, -1, -1])
+    cam = stored * np.array([1, 1, -1])  # NYU colouring (z towards the viewer) -> camera frame (z forward)
     cam /= np.linalg.norm(cam)
     np.testing.assert_allclose(n[:, :, : W // 2].reshape(3, -1).T, np.tile(cam, (H * W // 2, 1)), atol=1e-6)
     assert (n[:, :, W // 2 :] == 0).all()  # sky: not an NYU class, no normal
@@ -202,3 +202,23 @@ def test_recipe_trains_parts_and_saliency_through_the_cli(pascal_root, tmp_path)
     results = json.loads(next(out.rglob("results.json")).read_text())
     assert sorted(results) == ["edge", "normals", "parts", "saliency", "semseg"]
     assert 0 <= results["parts"]["mIoU"] <= 100 and 0 <= results["saliency"]["mIoU"] <= 100
+
+
+def test_label_edges_match_opencvs_laplacian():
+    """The Laplacian of :func:`label_edges` is OpenCV's ``Laplacian(L, CV_64F)`` (ksize 1, mirrored borders),
+    the operator of the ASTMT edge ground truth; both are thinned by the same MATLAB-compatible ``thin``."""
+    import cv2
+
+    from mtdense.data._readers import label_edges
+    from mtdense.metrics._thinning import thin
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, (9, 11)).repeat(3, axis=0).repeat(2, axis=1)
+    reference = thin(cv2.Laplacian(labels.astype(np.float64), cv2.CV_64F) != 0)
+    np.testing.assert_array_equal(label_edges(labels), reference.astype(np.uint8))
+
+
+def test_detected_by_data_check(pascal_root):
+    from mtdense.data.registry import detect_dataset
+
+    assert detect_dataset(pascal_root) == "pascal_mt"

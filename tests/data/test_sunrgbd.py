@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
+import scipy.io
 from PIL import Image
 
 from mtdense.data import open_dataset
@@ -15,23 +13,6 @@ from mtdense.errors import DataError
 
 H, W = 8, 10
 K = (529.5, 0.0, 365.0, 0.0, 529.5, 265.0, 0.0, 0.0, 1.0)
-
-
-def write_png(path, a: np.ndarray) -> None:
-    """PNG bytes of a uint8/uint16 (H, W) or (H, W, 3) array, filter 0, big-endian samples (PNG spec)."""
-    a = np.ascontiguousarray(a)
-    depth = 16 if a.dtype == np.uint16 else 8
-    colour = 0 if a.ndim == 2 else 2
-    rows = a.astype(">u2" if depth == 16 else np.uint8).reshape(a.shape[0], -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((a.shape[0], 1), np.uint8), rows], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], depth, colour, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
 
 
 def encode_depth(mm: np.ndarray) -> np.ndarray:
@@ -43,12 +24,23 @@ def encode_depth(mm: np.ndarray) -> np.ndarray:
 MM = np.array([0, 1234, 7999, 9000, 65535 >> 3], np.uint32)  # invalid, 1.234 m, 7.999 m, > cap, max
 
 
+TRAIN_DIR, TEST_DIR = "SUNRGBD/kv1/NYUdata/NYU0001", "SUNRGBD/realsense/lg/2014_10_24-15_31_49"
+
+
+def _cells(paths: list[str]) -> np.ndarray:
+    """A MATLAB 1xN cell array of strings, as allsplit.mat stores its folder lists."""
+    cells = np.empty((1, len(paths)), dtype=object)
+    for k, p in enumerate(paths):
+        cells[0, k] = p
+    return cells
+
+
 @pytest.fixture()
-def sun_root(tmp_path):
-    root = tmp_path / "SUNRGBD"
-    for folder, name in (("kv1/NYUdata/NYU0001", "NYU0001"), ("realsense/lg/2014_10_24-15_31_49", "0000001")):
+def sun_root(tmp_path, write_png):
+    root = tmp_path / "sunrgbd"
+    for folder, name in ((TRAIN_DIR, "NYU0001"), (TEST_DIR, "0000001")):
         base = root / folder
-        for d in ("image", "depth_bfx", "depth"):
+        for d in ("image", "depth_bfx", "depth", "label"):
             (base / d).mkdir(parents=True)
         Image.fromarray(np.full((H, W, 3), 50, np.uint8)).save(base / "image" / f"{name}.jpg")
         mm = np.full((H, W), 2000, np.uint32)
@@ -58,10 +50,23 @@ def sun_root(tmp_path):
         lab = np.zeros((H, W), np.uint8)
         lab[:, 3:] = 1
         lab[:, 6:] = 37
-        Image.fromarray(lab).save(base / "label37.png")
-    (root / "train.txt").write_text("kv1/NYUdata/NYU0001\n")
-    (root / "test.txt").write_text("realsense/lg/2014_10_24-15_31_49/\n")
+        if folder == TRAIN_DIR:  # the RedNet / ESANet export of SUNRGBD2Dseg.mat
+            np.save(base / "label" / "label.npy", lab)
+        else:
+            Image.fromarray(lab).save(base / "label37.png")
+    (root / "SUNRGBDtoolbox/traintestSUNRGBD").mkdir(parents=True)
+    scipy.io.savemat(
+        root / "SUNRGBDtoolbox/traintestSUNRGBD/allsplit.mat",
+        {"alltrain": _cells([f"/n/fs/sun3d/data/{TRAIN_DIR}"]), "alltest": _cells([f"/n/fs/sun3d/data/{TEST_DIR}/"])},
+    )
     return root
+
+
+def test_official_split_file(sun_root):
+    assert open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",)).ids == [TRAIN_DIR]
+    assert open_dataset("sunrgbd", sun_root, split="test", tasks=("depth",)).ids == [TEST_DIR]
+    (sun_root / "train.txt").write_text(f"{TEST_DIR}\n")  # a split list in ROOT takes precedence
+    assert open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",)).ids == [TEST_DIR]
 
 
 def test_depth_bit_rotation_metres_and_cap(sun_root):
@@ -72,9 +77,11 @@ def test_depth_bit_rotation_metres_and_cap(sun_root):
 
 
 def test_labels_mapped_and_void_ignored(sun_root):
+    for split in ("train", "test"):  # label/label.npy and label37.png
+        row = open_dataset("sunrgbd", sun_root, split=split, tasks=("semseg",))[0]["semseg"][0].numpy()
+        np.testing.assert_array_equal(row, [255] * 3 + [0] * 3 + [36] * 4)
     ds = open_dataset("sunrgbd", sun_root, split="test", tasks=("semseg", "edge"))
     s = ds[0]
-    np.testing.assert_array_equal(s["semseg"][0].numpy(), [255] * 3 + [0] * 3 + [36] * 4)
     assert ds.meta["num_classes"] == 37 and ds.meta["class_names"][36] == "bag"
     assert s["edge"][0, 2:-2, 4:5].sum() == 0 and s["edge"][0, 2:-2].sum(axis=1).tolist() == [2] * (H - 4)
 
@@ -88,16 +95,19 @@ def test_normals_from_depth_and_intrinsics(sun_root):
 
 
 def test_named_errors(sun_root):
-    base = sun_root / "kv1/NYUdata/NYU0001"
+    base = sun_root / TRAIN_DIR
     ds = open_dataset("sunrgbd", sun_root, split="train", tasks=("semseg", "normals"))
     (base / "intrinsics.txt").write_text("1 2 3")
     with pytest.raises(DataError, match="expected the 9 numbers"):
         ds[0]
-    Image.fromarray(np.full((H, W), 38, np.uint8)).save(base / "label37.png")
+    np.save(base / "label/label.npy", np.full((H, W), 38, np.uint8))
     with pytest.raises(DataError, match="label value 38"):
         ds[0]
-    (base / "label37.png").unlink()
-    with pytest.raises(DataError, match="label37.png"):
+    np.save(base / "label/label.npy", np.zeros((H, W), np.float32))
+    with pytest.raises(DataError, match="expected a \\(H, W\\) integer label map"):
+        ds[0]
+    (base / "label/label.npy").unlink()
+    with pytest.raises(DataError, match="no 37-class label map"):
         ds[0]
     Image.fromarray(np.zeros((H, W), np.uint8)).save(base / "depth_bfx/NYU0001.png")
     with pytest.raises(DataError, match="expected a 16-bit PNG"):
@@ -110,3 +120,19 @@ def test_named_errors(sun_root):
     (sun_root / "test.txt").write_text("missing/folder\n")
     with pytest.raises(DataError, match="image folder not found"):
         open_dataset("sunrgbd", sun_root, split="test", tasks=("depth",))[0]
+    split_file = sun_root / "SUNRGBDtoolbox/traintestSUNRGBD/allsplit.mat"
+    scipy.io.savemat(split_file, {"trainvalsplit": np.zeros(1)})
+    with pytest.raises(DataError, match="no key 'alltrain'"):
+        open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",))
+    split_file.write_bytes(b"garbage")
+    with pytest.raises(DataError, match="cannot decode"):
+        open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",))
+    split_file.unlink()
+    with pytest.raises(DataError, match="split file not found"):
+        open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",))
+
+
+def test_detected_by_data_check(sun_root):
+    from mtdense.data.registry import detect_dataset
+
+    assert detect_dataset(sun_root) == "sunrgbd"

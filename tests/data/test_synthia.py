@@ -4,10 +4,8 @@ encoder independent of the reader's OpenCV decoder), and its write-once seeded t
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
-import zlib
 
 import numpy as np
 import pytest
@@ -21,28 +19,11 @@ H, W = 6, 8
 N = 20
 
 
-def write_png(path, a: np.ndarray) -> None:
-    """PNG bytes of a uint8/uint16 (H, W) or (H, W, 3) array, filter 0, big-endian samples (PNG spec)."""
-    a = np.ascontiguousarray(a)
-    depth = 16 if a.dtype == np.uint16 else 8
-    colour = 0 if a.ndim == 2 else 2
-    rows = a.astype(">u2" if depth == 16 else np.uint8).reshape(a.shape[0], -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((a.shape[0], 1), np.uint8), rows], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], depth, colour, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
-
-
 RAW = np.array([3, 21, 1, 13, 0, 11, 8, 10], np.uint16)  # road, wall, sky, (unused 13), void, bicycle, car, person
 TRAIN = [0, 3, 9, 255, 255, 15, 12, 10]
 
 
-def _write_sample(root, sid: str) -> None:
+def _write_sample(write_png, root, sid: str) -> None:
     Image.fromarray(np.full((H, W, 3), 77, np.uint8)).save(root / "RGB" / f"{sid}.png")
     lab = np.zeros((H, W, 3), np.uint16)
     lab[..., 0] = RAW[None, :]
@@ -55,12 +36,12 @@ def _write_sample(root, sid: str) -> None:
 
 
 @pytest.fixture()
-def synthia_root(tmp_path):
+def synthia_root(tmp_path, write_png):
     root = tmp_path / "RAND_CITYSCAPES"
     for d in ("RGB", "GT/LABELS", "Depth/Depth"):
         (root / d).mkdir(parents=True)
     for i in range(N):
-        _write_sample(root, f"{i:07d}")
+        _write_sample(write_png, root, f"{i:07d}")
     return root
 
 
@@ -105,9 +86,9 @@ def test_split_stable_across_processes(synthia_root):
     assert json.loads((synthia_root / SPLIT_FILE).read_text())["train"] == train
 
 
-def test_split_file_guards(synthia_root):
+def test_split_file_guards(synthia_root, write_png):
     open_dataset("synthia", synthia_root, split="train", tasks=("depth",))
-    _write_sample(synthia_root, "0000999")  # a folder that changed after the split was made
+    _write_sample(write_png, synthia_root, "0000999")  # a folder that changed after the split was made
     with pytest.raises(DataError, match="on disk but unlisted: \\['0000999'\\]"):
         open_dataset("synthia", synthia_root, split="train", tasks=("depth",))
     (synthia_root / "RGB/0000999.png").unlink()
@@ -120,7 +101,7 @@ def test_split_file_guards(synthia_root):
         open_dataset("synthia", synthia_root, split="train", tasks=("depth",))
 
 
-def test_named_errors(synthia_root):
+def test_named_errors(synthia_root, write_png):
     ds = open_dataset("synthia", synthia_root, split="train", tasks=("semseg",))
     sid = ds.ids[0]
     write_png(synthia_root / "GT/LABELS" / f"{sid}.png", np.zeros((H, W), np.uint16))
@@ -134,3 +115,9 @@ def test_named_errors(synthia_root):
         ds[0]
     with pytest.raises(ConfigError, match="no target for task"):
         open_dataset("synthia", synthia_root, split="train", tasks=("normals",))
+
+
+def test_detected_by_data_check(synthia_root):
+    from mtdense.data.registry import detect_dataset
+
+    assert detect_dataset(synthia_root) == "synthia"

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,30 +15,13 @@ H, W = 6, 8
 FRAMES = 10
 
 
-def write_png(path, a: np.ndarray) -> None:
-    """PNG bytes of a uint8/uint16 (H, W) or (H, W, 3) array, filter 0, big-endian samples (PNG spec)."""
-    a = np.ascontiguousarray(a)
-    depth = 16 if a.dtype == np.uint16 else 8
-    colour = 0 if a.ndim == 2 else 2
-    rows = a.astype(">u2" if depth == 16 else np.uint8).reshape(a.shape[0], -1).view(np.uint8)
-    raw = np.concatenate([np.zeros((a.shape[0], 1), np.uint8), rows], axis=1).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], depth, colour, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    )
-
-
 COLOURS = [(90, 200, 255), (100, 60, 100), (255, 127, 80), (0, 0, 0), (0, 139, 139), (210, 0, 200), (80, 80, 80),
            (140, 140, 140)]  # fmt: skip
 IDS = [1, 5, 12, 255, 13, 0, 10, 4]  # sky, road, car, undefined, van, terrain, misc, building
 
 
 @pytest.fixture()
-def vk_root(tmp_path):
+def vk_root(tmp_path, write_png):
     root = tmp_path / "vkitti2"
     for variation in ("clone", "fog"):
         for cam in ("Camera_0", "Camera_1"):
@@ -83,7 +63,7 @@ def test_split_keeps_a_frame_together(vk_root):
     assert open_dataset("vkitti2", vk_root, split="val", tasks=("depth",)).ids == val
 
 
-def test_named_errors(vk_root):
+def test_named_errors(vk_root, write_png):
     ds = open_dataset("vkitti2", vk_root, split="train", tasks=("semseg",))
     scene, variation, cam, frame = ds.ids[0].split("/")
     path = vk_root / scene / variation / "frames/classSegmentation" / cam / f"classgt_{frame}.png"
@@ -97,3 +77,26 @@ def test_named_errors(vk_root):
         ds[0]
     with pytest.raises(DataError, match="no frames found"):
         open_dataset("vkitti2", vk_root / "Scene01" / "clone", split="train", tasks=("semseg",))
+
+
+def test_detected_by_data_check(vk_root):
+    from mtdense.data.registry import detect_dataset
+
+    assert detect_dataset(vk_root) == "vkitti2"
+
+
+def test_derived_normals_of_the_ground_point_up():
+    """A ground plane 1.5 m below the camera (y down): z = 1.5·fy / (v − cy) below the horizon, no depth above.
+    Its normal faces the camera and points up: (0, −1, 0); a wall x = 2 m right: (−1, 0, 0)."""
+    from mtdense.data._geometry import normals_from_depth
+
+    fx, fy, cx, cy = 50.0, 50.0, 15.5, 4.5
+    v = np.arange(20, dtype=np.float64)[:, None] * np.ones((1, 32))
+    ground = np.where(v > cy, 1.5 * fy / np.maximum(v - cy, 1e-9), 0.0)
+    n = normals_from_depth(ground, fx=fx, fy=fy, cx=cx, cy=cy)
+    np.testing.assert_allclose(n[7:-1, 1:-1].reshape(-1, 3), np.tile([0, -1, 0], ((20 - 8) * 30, 1)), atol=1e-6)
+    assert (n[:6] == 0).all()  # above the horizon and next to it: no depth
+    u = np.arange(32, dtype=np.float64)[None, :] * np.ones((20, 1))
+    wall = np.where(u > cx, 2.0 * fx / np.maximum(u - cx, 1e-9), 0.0)
+    n = normals_from_depth(wall, fx=fx, fy=fy, cx=cx, cy=cy)
+    np.testing.assert_allclose(n[1:-1, 18:-1].reshape(-1, 3), np.tile([-1, 0, 0], (18 * 13, 1)), atol=1e-6)

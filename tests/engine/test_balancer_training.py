@@ -76,3 +76,14 @@ def test_a_bad_balancer_option_on_the_command_line_exits_2(tiny_raw_config, tmp_
     err = capsys.readouterr().err
     assert code == 2 and "loss.balancer_args for 'cagrad': cc" in err and "valid keys: c" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_model_without_a_shared_encoder_is_refused_before_anything_is_written(tiny_raw_config, tmp_path):
+    """Cross-stitch keeps one backbone per task: no shared parameters for a gradient-level balancer."""
+    from mtdense.errors import MtdenseError
+
+    overrides = {"model.name": "cross_stitch", "data.tasks": ["semseg", "depth"], "loss.balancer": "pcgrad"}
+    raw = tiny_raw_config(**overrides)
+    with pytest.raises(MtdenseError, match="CrossStitchNet has no single shared encoder"):
+        Trainer(validate_config(raw), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

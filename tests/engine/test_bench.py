@@ -1,19 +1,23 @@
 """``mtdense bench``: a tiny suite (2 methods × 2 seeds + 2 single-task references, 2 steps at 32×32,
 ResNet-18) driven through the CLI: outputs exist, statistics equal hand-computed ones, finished runs are
-reused (their files are not rewritten), a changed override retrains only that method (in parallel jobs)."""
+reused (their files are not rewritten), a changed override retrains only that method and interrupted runs
+are resumed (in parallel jobs)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 from pathlib import Path
 
 import pytest
 
 from mtdense.cli.main import main
+from mtdense.config import load_config
 from mtdense.data.synthetic import write_synthetic_dataset
 from mtdense.engine.bench import load_suite, packaged_suite_names, plan_suite
-from mtdense.engine.bench.runner import decide
+from mtdense.engine.bench.runner import decide, run_all
+from mtdense.engine.trainer import Trainer
 
 SUITE = """\
 description: tiny test suite
@@ -89,10 +93,11 @@ def test_resume_and_stale_decisions(bench: tuple[Path, Path]) -> None:
     suite, path = load_suite(root / "suite.yaml")
     same = plan_suite(suite, path, out=out, seeds=[0])
     assert all(decide(r)[0] == "reuse" for r in [*same.references, *same.methods])
+    logged = plan_suite(suite, path, out=out, seeds=[0], overrides=["train.log_every=2", "train.threads=2"])
+    assert all(decide(r)[0] == "reuse" for r in logged.methods)  # same training, other logging and threads
+    # another length is another poly schedule: not the run asked for, even resumed
     longer = plan_suite(suite, path, out=out, seeds=[0], overrides=["train.max_steps=4"])
-    assert all(decide(r)[0] == "resume" for r in longer.methods)  # a finished run trained further
-    shorter = plan_suite(suite, path, out=out, seeds=[0], overrides=["train.max_steps=1"])
-    assert all(decide(r)[0] == "train" for r in shorter.methods)
+    assert all(decide(r)[0] == "train" for r in longer.methods)
     other = plan_suite(suite, path, out=out, seeds=[0], overrides=["train.weight_decay=0.0"])
     assert all(decide(r)[0] == "train" for r in other.methods)
 
@@ -106,13 +111,40 @@ def test_rerun_reuses_and_changed_override_retrains(bench: tuple[Path, Path]) ->
     assert {k: (p.parent / "checkpoints" / "last.pt").stat().st_mtime_ns for k, p in _runs(out).items()} == ckpts
     assert set(json.loads((out / "results.json").read_text())["actions"].values()) == {"reuse"}
 
+    # mtl seed 0 interrupted after step 1 of 2, as a killed job leaves it: a checkpoint, no results.json
+    interrupted = out / "mtl" / "seed0"
+    cfg = load_config(interrupted / "config.yaml")
+    shutil.rmtree(interrupted)
+    Trainer(cfg, interrupted, progress=False).train(stop_after=1)
+    assert not (interrupted / "results.json").exists()
+
     (root / "suite.yaml").write_text(SUITE.format(fast="train.lr=2.0e-3"))
-    assert main(["bench", str(root / "suite.yaml"), "--seeds", "0", "1", "--out", str(out), "--jobs", "2"]) == 0
+    assert main(["bench", str(root / "suite.yaml"), "--seeds", "0", "--out", str(out), "--jobs", "2"]) == 0
+    actions = json.loads((out / "results.json").read_text())["actions"]
+    assert actions == {
+        "stl_semseg (seed 0)": "reuse",
+        "stl_depth (seed 0)": "reuse",
+        "mtl (seed 0)": "resume",
+        "mtl_fast (seed 0)": "train",
+    }
+    steps = [json.loads(line)["step"] for line in (interrupted / "metrics.jsonl").read_text().splitlines()]
+    assert steps[:2] == [1, 2]  # step 1 from the interrupted session, step 2 from the resumed one
     after = {k: p.stat().st_mtime_ns for k, p in _runs(out).items()}
-    changed = {k for k in mtimes if after[k] != mtimes[k]}
-    assert changed == {"mtl_fast/seed0", "mtl_fast/seed1"}
-    assert (out / "mtl_fast" / "seed0.replaced-1" / "results.json").is_file()  # the old run is kept, not deleted
+    assert {k for k in mtimes if after[k] != mtimes[k]} == {"mtl_fast/seed0", "mtl/seed0"}
     assert "lr: 0.002" in (out / "mtl_fast" / "seed0" / "config.yaml").read_text()
+    assert "lr: 0.001" in (out / "mtl_fast" / "seed1" / "config.yaml").read_text()  # seed 1 not asked for
+    assert (out / "mtl_fast" / "seed0.replaced-1" / "results.json").is_file()  # the old run is kept, not deleted
+
+
+def test_run_killed_after_its_last_checkpoint_is_evaluated(bench: tuple[Path, Path]) -> None:
+    """Killed between the last checkpoint and results.json: resuming trains nothing; the checkpoint is evaluated."""
+    root, out = bench
+    suite, path = load_suite(root / "suite.yaml")
+    (ref,) = [r for r in plan_suite(suite, path, out=out, seeds=[1]).references if r.name == "stl_depth"]
+    before = json.loads((ref.out / "results.json").read_text())
+    (ref.out / "results.json").unlink()
+    assert run_all([ref], jobs=1, logs=out / "logs") == {"stl_depth (seed 1)": "resume"}
+    assert json.loads((ref.out / "results.json").read_text())["depth"] == pytest.approx(before["depth"], rel=1e-4)
 
 
 def test_method_task_without_reference_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -136,3 +168,9 @@ def test_packaged_suites_plan(name: str, tmp_path: Path) -> None:
     plan = plan_suite(suite, path, out=tmp_path, seeds=[0])
     assert plan.methods and all(r.tasks for r in plan.references)
     assert {"synthetic-2a", "synthetic-trl", "synthetic-psd", "synthetic-xtam"} <= set(packaged_suite_names())
+
+
+def test_help_has_example(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "Example" in capsys.readouterr().out

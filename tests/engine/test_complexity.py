@@ -184,3 +184,23 @@ def test_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert key in report
     assert set(report["per_module"]) >= {"backbone"}
     assert report["stl"]["params"] == 30_627_241 > report["params"]
+
+
+def test_timed_train_step_runs_the_balancers_own_backward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gradient-level balancer's per-task gradients are part of the timed train step, as in the trainer."""
+    from mtdense.losses import PCGrad
+
+    calls: list[list[str]] = []
+    combine = PCGrad.combine
+
+    def spy(self: PCGrad, grads: torch.Tensor, tasks: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+        calls.append(list(tasks))
+        return combine(self, grads, tasks)
+
+    monkeypatch.setattr(PCGrad, "combine", spy)
+    overrides = _overrides(tmp_path, "model.name=mtl", "data.tasks=[semseg,depth]", "loss.balancer=pcgrad")
+    report = complexity_report(
+        None, overrides=overrides, size=SIZE, batch=2, time=True, compare_stl=False, repeats=1, warmup=0
+    )
+    assert report["train_step_s"] > 0
+    assert calls == [["semseg", "depth"]]  # one timed step, no warm-up: one combined update of both tasks

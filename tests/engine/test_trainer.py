@@ -215,3 +215,23 @@ def test_uncertainty_balancer_keeps_tag_weights(tiny_raw_config, tmp_path):
     one = torch.tensor(1.0)
     total, _ = balancer({"edge": one, "initial/edge": one, "depth": one})
     assert total.item() == pytest.approx(1.0 + 0.5 + 1.0)  # e^0·(1 + 0.5·1) + 0 + e^0·1 + 0
+
+
+def test_resume_purges_redone_steps_from_tensorboard(tiny_raw_config, tmp_path):
+    """Events written after the checkpoint (before a hard kill) are dropped on resume, not shown twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    raw = tiny_raw_config(**{"train.max_steps": 5, "train.log_every": 1})
+    out = tmp_path / "run"
+    _train(raw, out, stop_after=3)
+    killed = SummaryWriter(log_dir=str(out / "tb"))  # steps 4-5 logged, then a hard kill before a checkpoint
+    for step in (4, 5):
+        killed.add_scalar("train/loss", 1e6, step)
+    killed.close()
+    _train(raw, out, resume=True)
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    steps = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    assert [s for s, _ in steps] == [1, 2, 3, 4, 5]
+    assert all(v != 1e6 for _, v in steps)

@@ -332,6 +332,9 @@ def test_task_losses_group_deep_supervision_terms_and_name_a_missing_weight():
 def test_an_unknown_task_is_named_and_an_unknown_name_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"DynamicWeightAverage: loss key 'aux/c' belongs to task 'c'"):
         DynamicWeightAverage(["a"])(_scalar_losses(aux__c=1.0))
+    # the gradient-level balancers share the check (mtdense.losses.balancing._base.PerTaskBalancer)
+    with pytest.raises(ConfigError, match=r"PCGrad: loss key 'c' belongs to task 'c', not one of a, b"):
+        PCGrad(["a", "b"])(_scalar_losses(a=1.0, c=1.0))
     from mtdense.losses import build_balancer
 
     with pytest.raises(UnknownNameError, match="pcgrad"):

@@ -9,6 +9,7 @@ import pytest
 
 from mtdense.errors import MtdenseError
 from mtdense.metrics import multitask_delta
+from mtdense.tasks import TASKS
 
 
 def test_delta_by_hand():
@@ -42,8 +43,11 @@ def test_errors_name_task_and_metric():
         multitask_delta({"depth": {"rmse": 1.0}}, {"semseg": {"mIoU": 1.0}})
     with pytest.raises(MtdenseError, match="metric 'rmse' of task 'depth' missing from results"):
         multitask_delta({"depth": {"rel": 1.0}}, {"depth": {"rmse": 1.0}})
-    with pytest.raises(MtdenseError, match="unknown task 'flow'; known tasks: depth, edge, normals, semseg"):
+    with pytest.raises(MtdenseError, match="unknown task 'flow'; known tasks: ") as err:
         multitask_delta({"flow": {"epe": 1.0}}, {"flow": {"epe": 1.0}})
+    # the message lists every registered task, sorted
+    listed = str(err.value).split("known tasks: ", 1)[1].split(", ")
+    assert listed == sorted(TASKS) and {"depth", "edge", "normals", "semseg"} <= set(listed)
     with pytest.raises(MtdenseError, match="task 'depth' has no metric 'epe'"):
         multitask_delta({"depth": {"epe": 1.0}}, {"depth": {"epe": 1.0}}, metrics={"depth": "epe"})
     with pytest.raises(MtdenseError, match="is 0"):

@@ -15,11 +15,8 @@ import pytest
 import torch
 
 from mtdense.errors import ConfigError
+from mtdense.losses import task_of
 from mtdense.models import model_config_class
-
-
-def _task_of(key: str) -> str:
-    return key.rsplit("/", 1)[-1]
 
 
 @pytest.mark.parametrize("size", [(64, 64), (65, 49)], ids=["64x64", "65x49"])
@@ -39,14 +36,12 @@ def test_output_contract(model_backbone, tiny, case, rand_image, size) -> None:
         assert out[task].shape == (1, channels, h, w), (task, tuple(out[task].shape))
     all_heads = {**c.heads, **c.aux_heads}
     for key, t in out.items():
-        task = _task_of(key)
+        task = task_of(key)
         assert task in all_heads, f"output {key!r}: task {task!r} is neither a main nor an auxiliary task"
         assert t.ndim == 4 and t.shape[:2] == (1, all_heads[task]), (key, tuple(t.shape))
         assert torch.isfinite(t).all(), key
-    supervised = {_task_of(k) for k in out}
-    assert set(c.aux_heads) <= supervised, (
-        f"auxiliary tasks without an output: {set(c.aux_heads) - supervised}"
-    )
+    supervised = {task_of(k) for k in out}
+    assert set(c.aux_heads) <= supervised, f"auxiliary tasks without an output: {set(c.aux_heads) - supervised}"
 
 
 def test_backward_reaches_every_parameter(model_backbone, tiny, rand_image) -> None:
@@ -78,9 +73,7 @@ def test_state_dict_round_trip(model_backbone, tiny, rand_image) -> None:
     with torch.no_grad():
         expected = source(x)
         before = target(x)
-    assert any(not torch.allclose(before[k], expected[k]) for k in expected), (
-        "seeds 0 and 1 built the same model"
-    )
+    assert any(not torch.allclose(before[k], expected[k]) for k in expected), "seeds 0 and 1 built the same model"
 
     buffer = io.BytesIO()
     torch.save(source.state_dict(), buffer)

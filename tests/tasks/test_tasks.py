@@ -29,7 +29,7 @@ def _make(name: str, *overrides: str) -> Task:
 
 def _target(name, h=8, w=10):
     g = torch.Generator().manual_seed(0)
-    if name == "semseg":
+    if name in ("semseg", "parts"):
         t = torch.randint(0, 5, (2, h, w), generator=g)
         t[:, 0] = 255
         return t
@@ -71,6 +71,7 @@ def test_random_target_is_a_valid_target(name):
     t = task.random_target(3, (6, 7), torch.Generator().manual_seed(0))
     expected = {"semseg": ((3, 6, 7), torch.int64), "depth": ((3, 1, 6, 7), torch.float32)}
     expected |= {"normals": ((3, 3, 6, 7), torch.float32), "edge": ((3, 1, 6, 7), torch.float32)}
+    expected |= {"parts": ((3, 6, 7), torch.int64), "saliency": ((3, 1, 6, 7), torch.float32)}
     assert (tuple(t.shape), t.dtype) == expected[name]
     assert torch.isfinite(task.loss(torch.randn(3, task.out_channels, 6, 7), t))
 
@@ -89,7 +90,7 @@ def test_random_targets_in_range():
 
 def test_metric_directions_by_hand():
     """Errors (lower is better): depth rmse/rmse_log/rel/sq_rel/log10, normals mean/median/rmse; every
-    other metric is a score. Primary metrics of MTI-Net Sec. 4.1: mIoU, rmse, mean, odsF."""
+    other metric is a score. Primary metrics of MTI-Net Sec. 4.1: mIoU, rmse, mean, odsF (mIoU for parts, saliency)."""
     lower = {(name, m.name) for name, cls in TASKS.items() for m in cls.metrics if m.lower_is_better}
     assert lower == {("depth", k) for k in ("rmse", "rmse_log", "rel", "sq_rel", "log10")} | {
         ("normals", k) for k in ("mean", "median", "rmse")
@@ -100,6 +101,8 @@ def test_metric_directions_by_hand():
         "depth": Metric("rmse", True),
         "normals": Metric("mean", True),
         "edge": Metric("odsF", False),
+        "parts": Metric("mIoU", False),
+        "saliency": Metric("mIoU", False),
     }
     assert DepthTask.metric("d1") == Metric("d1", False)
     with pytest.raises(MtdenseError, match="task 'depth' has no metric 'epe'; its metrics: rmse"):
@@ -142,7 +145,8 @@ def test_semseg_without_num_classes_is_an_error_naming_the_meta():
 
 
 def test_unknown_task():
-    with pytest.raises(ConfigError, match="unknown task 'optical_flow'; valid tasks: depth, edge, normals, semseg"):
+    valid = "depth, edge, normals, parts, saliency, semseg"
+    with pytest.raises(ConfigError, match=f"unknown task 'optical_flow'; valid tasks: {valid}"):
         task_class("optical_flow")
     with pytest.raises(ConfigError, match=r"data\.aux_tasks: .*unknown task\(s\) \['flow'\]"):
         _config("data.aux_tasks=[flow]")

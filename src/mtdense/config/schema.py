@@ -226,8 +226,9 @@ class TrainConfig(Section):
     clip_grad_norm: float | None = Field(None, gt=0)
     bf16: bool = False
     channels_last: bool = True
-    #: run the training forward and backward through torch.compile (mtdense.engine.compile): faster
-    #: steps after a one-off compile at the first step; same results up to float rounding
+    #: run the training forward and backward through torch.compile (mtdense.engine.compile): fused
+    #: kernels for a one-off compile at the first step (minutes for the HRNet models); same results
+    #: up to float rounding; falls back to eager mode, with a warning, where it cannot compile
     compile: bool = False
     eval_every: int = Field(0, ge=0)
     checkpoint_every: int = Field(0, ge=0)

@@ -1,11 +1,13 @@
 """Plumbing shared by the readers of downloaded datasets (PASCAL-Context, Cityscapes, SUN RGB-D, SYNTHIA, VKITTI2).
 
-* :class:`FolderDataset`: the base of a reader: task validation, split ids, ``load_raw`` / ``finish`` (so
-  :class:`~mtdense.data.cached.CachedDataset` can cache it) and the data contract's tensors
-  (:func:`to_sample`).
+* :class:`IndexedDataset`: the indexing every reader shares (NYUD ones included): ``len``, the range
+  check, ``ds[i] = finish(load_raw(i), i)`` (so :class:`~mtdense.data.cached.CachedDataset` can cache
+  the raw arrays), ``repr``.
+* :class:`FolderDataset`: the base of a downloaded-dataset reader: task validation, split ids and the
+  data contract's tensors (:func:`to_sample`).
 * :func:`label_edges`: semantic edges derived from a label map, ``thin(|Laplacian(L)| > 0)``.
-* :func:`normals_from_depth`: surface normals derived from a depth map and the camera intrinsics, in the
-  data contract's camera frame (x right, y down, z forward), facing the camera.
+
+Depth-derived surface normals: :func:`mtdense.data._geometry.normals_from_depth`.
 """
 
 from __future__ import annotations
@@ -39,37 +41,6 @@ def label_edges(labels: np.ndarray) -> np.ndarray:
     p = np.pad(lab, 1, mode="reflect") if min(lab.shape) > 1 else np.pad(lab, 1, mode="edge")
     lap = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4 * lab
     return thin(lap != 0).astype(np.uint8)
-
-
-def normals_from_depth(depth: np.ndarray, *, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
-    """Unit surface normals ``(H, W, 3)`` float32 from a depth map ``(H, W)`` in metres (0 = invalid).
-
-    Each pixel ``(u, v)`` back-projects to ``P = z·((u − cx)/fx, (v − cy)/fy, 1)`` in the camera frame
-    (x right, y down, z forward). With the central differences ``Pu = P[v, u+1] − P[v, u−1]`` and
-    ``Pv = P[v+1, u] − P[v−1, u]`` the normal is ``n = Pv × Pu / |Pv × Pu|``: on a fronto-parallel plane
-    ``Pu ∝ +x`` and ``Pv ∝ +y``, so ``n = −z``, pointing back at the camera (``n · P < 0``), the
-    orientation the synthetic benchmark and the normals task use. The differences are exact on a
-    plane, so a plane's depth map gives its normal to float rounding (tested). Pixels whose centre or
-    any of the four neighbours has no depth, and the image border, get the zero vector (invalid).
-    """
-    z = np.asarray(depth, dtype=np.float64)
-    if z.ndim != 2:
-        raise ValueError(f"normals_from_depth: expected a (H, W) depth map, got shape {z.shape}")
-    h, w = z.shape
-    u = (np.arange(w, dtype=np.float64) - cx) / fx
-    v = (np.arange(h, dtype=np.float64) - cy) / fy
-    pts = np.stack([z * u[None, :], z * v[:, None], z], axis=-1)  # (H, W, 3)
-    out = np.zeros((h, w, 3), np.float32)
-    if h < 3 or w < 3:
-        return out
-    pu = pts[1:-1, 2:] - pts[1:-1, :-2]
-    pv = pts[2:, 1:-1] - pts[:-2, 1:-1]
-    n = np.cross(pv, pu)
-    norm = np.linalg.norm(n, axis=-1)
-    valid = z > 0
-    ok = valid[1:-1, 1:-1] & valid[1:-1, 2:] & valid[1:-1, :-2] & valid[2:, 1:-1] & valid[:-2, 1:-1] & (norm > 0)
-    out[1:-1, 1:-1] = np.where(ok[..., None], n / np.where(norm > 0, norm, 1.0)[..., None], 0.0)
-    return out
 
 
 def to_sample(raw: dict[str, np.ndarray], meta: dict[str, Any]) -> dict[str, Any]:
@@ -114,7 +85,44 @@ def check_hw(path: Path, shape: Sequence[int], hw: Sequence[int], channels: int 
         raise DataError(f"{path}: expected shape {tuple(want)} to match the image, got {tuple(shape)}")
 
 
-class FolderDataset(Dataset):
+class IndexedDataset(Dataset):
+    """A split of samples named by :attr:`ids`: ``ds[i]`` is ``finish(load_raw(i), i)`` after a range check.
+
+    ``load_raw`` decodes compact numpy arrays and ``finish`` turns them into the data contract's tensors;
+    the split lets :class:`~mtdense.data.cached.CachedDataset` keep the raw arrays. Subclasses set
+    :attr:`root`, :attr:`split`, :attr:`tasks` and :attr:`ids`, and implement both methods.
+    """
+
+    root: Path
+    split: str
+    tasks: tuple[str, ...]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _check(self, index: int) -> int:
+        """``index`` as an int, or an IndexError naming the range and the split (negative indices too)."""
+        if not 0 <= index < len(self.ids):
+            raise IndexError(f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]")
+        return int(index)
+
+    def load_raw(self, index: int) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = self._check(index)
+        return self.finish(self.load_raw(index), index)
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)})"
+
+
+class FolderDataset(IndexedDataset):
     """Base of a downloaded-dataset reader: a split of samples, each decoded by :meth:`load_sample`.
 
     Subclasses set :attr:`name` and :attr:`supported_tasks` and implement :meth:`list_ids` and
@@ -147,25 +155,9 @@ class FolderDataset(Dataset):
     def load_sample(self, sid: str) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def _check(self, index: int) -> int:
-        if not 0 <= index < len(self.ids):
-            raise IndexError(f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]")
-        return int(index)
-
     def load_raw(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index`` as compact numpy arrays (see :func:`to_sample` for dtypes); only requested tasks."""
         return self.load_sample(self.ids[self._check(index)])
 
     def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
         return to_sample(raw, {"id": self.ids[index], "index": int(index)})
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self._check(index)
-        return self.finish(self.load_raw(index), index)
-
-    def __repr__(self) -> str:
-        name = type(self).__name__
-        return f"{name}(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)})"

@@ -24,7 +24,7 @@ A sample id is ``<city>/<city>_<seq>_<frame>``; a split is every ``leftImg8bit``
   ``d = (p − 1) / 256`` pixels, ``p = 0`` is invalid; depth = ``baseline · fx / d`` metres, with ``baseline``
   and ``fx`` from the image's camera JSON; invalid pixels and ``d = 0`` (infinitely far) are 0.
 * ``normals``: derived from that depth and the camera JSON's intrinsics
-  (:func:`~mtdense.data._readers.normals_from_depth`: camera frame x right, y down, z forward, facing the
+  (:func:`~mtdense.data._geometry.normals_from_depth`: camera frame x right, y down, z forward, facing the
   camera; zero where a neighbour has no depth).
 * ``edge``: ``thin(|Laplacian|(L) > 0)`` of the protocol's label map (255 included), the PASCAL rule
   (:func:`~mtdense.data._readers.label_edges`) — Cityscapes ships no edge ground truth.
@@ -41,9 +41,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import DataError
+from ._geometry import normals_from_depth
 from ._io import read_image, read_label_png
 from ._png16 import read_png
-from ._readers import IGNORE, FolderDataset, check_hw, label_edges, normals_from_depth
+from ._readers import IGNORE, FolderDataset, check_hw, label_edges
 from .registry import register_dataset
 
 

@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from ._geometry import normals_from_depth
 from ._io import read_npy
+from ._readers import IndexedDataset
 from .nyud_convert import (
     AXES_FIT_IMAGES,
     MIN_AXES_AGREEMENT,
@@ -45,7 +46,6 @@ from .nyud_convert import (
     class_names,
     fit_normal_axes,
     label_palette,
-    normals_from_depth,
 )
 from .registry import register_dataset
 
@@ -68,7 +68,7 @@ def _ids(folder: Path) -> list[str]:
     return [str(i) for i in sorted(int(s) for s in stems)]
 
 
-class NYUDMTAN(Dataset):
+class NYUDMTAN(IndexedDataset):
     """A split (``train`` or ``val``) of the MTAN layout (module docstring) as a torch Dataset."""
 
     def __init__(self, root: str | os.PathLike, split: str = "train", tasks: Sequence[str] = TASKS) -> None:
@@ -125,7 +125,7 @@ class NYUDMTAN(Dataset):
         for sid in ids:
             depth = self._depth(self._read_any(fit_dir, "depth", sid))
             normal = self._normals_raw(self._read_any(fit_dir, "normals", sid))
-            derived.append(normals_from_depth(depth, INTRINSICS))
+            derived.append(normals_from_depth(depth, **INTRINSICS))
             stored.append(normal)
         axes, agreement = fit_normal_axes(stored, derived)
         self.meta["normals_axes_agreement"] = round(float(agreement), 4)
@@ -155,15 +155,10 @@ class NYUDMTAN(Dataset):
         norm = np.linalg.norm(a, axis=-1, keepdims=True)
         return np.where(norm > 1e-6, a / np.where(norm > 0, norm, 1.0), np.float32(0.0)).astype(np.float32)
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
     def load_raw(self, index: int) -> dict[str, np.ndarray]:
         """``image`` float32 (H, W, 3) in [0, 1]; ``semseg`` uint8 (255 = ignore); ``depth`` float32 metres;
         ``normals`` float32 unit vectors in the project frame; ``edge`` uint8 {0, 1}."""
-        if not 0 <= index < len(self.ids):
-            raise IndexError(f"index {index} out of range for {len(self.ids)} samples of {self.dir}")
-        sid = self.ids[index]
+        sid = self.ids[self._check(index)]
         image = self._read("image", sid, shape=(*SIZE, 3)).astype(np.float32)
         h, w = image.shape[:2]
         raw: dict[str, np.ndarray] = {"image": np.clip(image, 0.0, 1.0)}
@@ -205,12 +200,6 @@ class NYUDMTAN(Dataset):
             sample["edge"] = torch.from_numpy(raw["edge"].astype(np.float32)[None])
         sample["meta"] = {"id": self.ids[index], "index": int(index)}
         return sample
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.finish(self.load_raw(index), index)
-
-    def __repr__(self) -> str:
-        return f"NYUDMTAN(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)})"
 
 
 def _detect(root: Path) -> bool:

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
 from ._io import find_image, read_image, read_label_png, read_npy
+from ._readers import IndexedDataset, check_hw
 from .registry import register_dataset
 
 TASKS = ("semseg", "depth", "normals", "edge")
@@ -103,7 +103,7 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-class NYUDMT(Dataset):
+class NYUDMT(IndexedDataset):
     """A split of a dataset in the NYUD-MT layout (module docstring) as a torch Dataset.
 
     Args:
@@ -185,14 +185,6 @@ class NYUDMT(Dataset):
                     f"are missing (first: {missing[0]}): a half-rendered folder; render it again"
                 )
 
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def _check(self, index: int) -> int:
-        if not 0 <= index < len(self.ids):
-            raise IndexError(f"index {index} out of range for {len(self.ids)} samples of {self.root} [{self.split}]")
-        return int(index)
-
     def load_raw(self, index: int) -> dict[str, np.ndarray]:
         """Decode sample ``index`` into compact numpy arrays (no transform).
 
@@ -207,7 +199,7 @@ class NYUDMT(Dataset):
         if "semseg" in self.tasks:
             path = self.root / "segmentation" / f"{sid}.png"
             lab = read_label_png(path)
-            self._check_hw(path, lab.shape, hw)
+            check_hw(path, lab.shape, hw)
             top = int(lab.max())
             if top > self.num_classes:
                 raise DataError(f"{path}: label value {top} exceeds num_classes = {self.num_classes}")
@@ -216,39 +208,26 @@ class NYUDMT(Dataset):
             path = self.root / "depth" / f"{sid}.npy"
             depth = read_npy(path)
             depth = depth[..., 0] if depth.ndim == 3 and depth.shape[2] == 1 else depth
-            self._check_hw(path, depth.shape, hw)
+            check_hw(path, depth.shape, hw)
             depth = depth.astype(np.float32, copy=False)
             raw["depth"] = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0.0))
         if "normals" in self.tasks:
             path = self.root / "normals" / f"{sid}.npy"
             normals = read_npy(path)
-            self._check_hw(path, normals.shape, hw, channels=3)
+            check_hw(path, normals.shape, hw, channels=3)
             normals = normals.astype(np.float32, copy=False)
             raw["normals"] = np.where(np.isfinite(normals), normals, np.float32(0.0))
         if "edge" in self.tasks:
             path = self.root / "edge" / f"{sid}.npy"
             edge = read_npy(path)
             edge = edge[..., 0] if edge.ndim == 3 and edge.shape[2] == 1 else edge
-            self._check_hw(path, edge.shape, hw)
+            check_hw(path, edge.shape, hw)
             raw["edge"] = (edge >= EDGE_THRESHOLD).astype(np.uint8)
         return raw
-
-    @staticmethod
-    def _check_hw(path: Path, shape: tuple, hw: tuple, channels: int | None = None) -> None:
-        ok = tuple(shape[:2]) == tuple(hw) and len(shape) == (2 if channels is None else 3)
-        if ok and channels is not None:
-            ok = shape[2] == channels
-        if not ok:
-            want = f"({hw[0]}, {hw[1]})" if channels is None else f"({hw[0]}, {hw[1]}, {channels})"
-            raise DataError(f"{path}: expected shape {want} to match the image, got {tuple(shape)}")
 
     def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
         """Tensors of the data contract from ``raw`` (a sample of :meth:`load_raw`, possibly cached)."""
         return raw_to_sample(raw, {"id": self.ids[index], "index": int(index)})
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        index = self._check(index)
-        return self.finish(self.load_raw(index), index)
 
     def __repr__(self) -> str:
         return (

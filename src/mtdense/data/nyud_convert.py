@@ -32,9 +32,9 @@ Depth: the in-painted ``depths`` (dense, metres), the depth the NYUD-MT release 
 Normals, always in the project's camera frame (x right, y down, z forward; unit vectors facing the
 camera, i.e. ``n · P < 0`` for the 3-D point ``P`` they sit on):
 
-* *derived* (default): :func:`normals_from_depth` on the dense depth with the NYU RGB intrinsics. The
-  frame follows from the back-projection itself (column → +x, row → +y, depth → +z), so it needs no
-  convention from elsewhere.
+* *derived* (default): :func:`~mtdense.data._geometry.normals_from_depth` on the dense depth with the NYU
+  RGB intrinsics. The frame follows from the back-projection itself (column → +x, row → +y, depth → +z),
+  so it needs no convention from elsewhere.
 * *Eigen release* (``normals=DIR``): that release does not document its axis convention. It is
   established from the data: :func:`fit_normal_axes` tries all 48 signed axis permutations on the
   first images of the split and keeps the one that agrees best with the normals derived from the same
@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ._geometry import normals_from_depth
 from ._io import write_png
 
 NYU_INTRINSICS = {"fx": 518.8579, "fy": 519.4696, "cx": 325.5824, "cy": 253.7362}
@@ -112,39 +113,6 @@ def label_palette(num_classes: int) -> list[list[int]]:
             b |= ((c >> 2) & 1) << (7 - j)
             c >>= 3
         out.append([r, g, b])
-    return out
-
-
-def normals_from_depth(depth: np.ndarray, intrinsics: dict[str, float]) -> np.ndarray:
-    """Unit surface normals ``(H, W, 3)`` float32 of a depth map ``(H, W)`` in metres (0 = invalid).
-
-    Each pixel ``(u, v)`` (column, row, 0-based) is back-projected to ``P = d · ((u − cx)/fx, (v − cy)/fy, 1)``
-    in the camera frame (x right, y down, z forward); the normal is ``(P_{v+1} − P_{v−1}) × (P_{u+1} − P_{u−1})``
-    normalised and turned to face the camera (``n · P < 0``). For a plane every back-projected point lies on
-    it, so the result is the plane's normal exactly (up to rounding). A pixel whose own or 4-neighbour
-    depth is invalid, the image border and degenerate (zero-area) neighbourhoods get the zero vector.
-    The half-pixel convention of ``cx, cy`` moves normals by far less than a degree at NYU's focal length.
-    """
-    d = np.asarray(depth, np.float64)
-    if d.ndim != 2:
-        raise ValueError(f"normals_from_depth: expected depth (H, W), got shape {d.shape}")
-    h, w = d.shape
-    u = (np.arange(w) - intrinsics["cx"]) / intrinsics["fx"]
-    v = (np.arange(h) - intrinsics["cy"]) / intrinsics["fy"]
-    p = np.stack([d * u[None, :], d * v[:, None], d], axis=-1)
-    out = np.zeros((h, w, 3), np.float32)
-    if h < 3 or w < 3:
-        return out
-    du = p[1:-1, 2:] - p[1:-1, :-2]
-    dv = p[2:, 1:-1] - p[:-2, 1:-1]
-    n = np.cross(dv, du)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    ok = np.isfinite(d) & (d > 0)
-    valid = ok[1:-1, 1:-1] & ok[1:-1, 2:] & ok[1:-1, :-2] & ok[2:, 1:-1] & ok[:-2, 1:-1] & (norm[..., 0] > 1e-12)
-    n = n / np.where(norm > 0, norm, 1.0)
-    flip = np.sum(n * p[1:-1, 1:-1], axis=-1) > 0
-    n[flip] *= -1
-    out[1:-1, 1:-1] = np.where(valid[..., None], n, 0.0)
     return out
 
 
@@ -387,7 +355,7 @@ def convert_nyud(
         if normals_dir is not None:
             first = split_ids["train"][:AXES_FIT_IMAGES]
             stored = [_read_eigen(normals_dir, i - 1, src.hw) for i in first]
-            derived = [normals_from_depth(src.read("depths", i), NYU_INTRINSICS) for i in first]
+            derived = [normals_from_depth(src.read("depths", i), **NYU_INTRINSICS) for i in first]
             axes, agreement = fit_normal_axes(stored, derived)
             if agreement < MIN_AXES_AGREEMENT:
                 raise DataError(
@@ -449,7 +417,7 @@ def _write_one(
     if normals_dir is not None:
         n = _read_eigen(normals_dir, i - 1, src.hw) @ axes.T.astype(np.float32)
     else:
-        n = normals_from_depth(depth, NYU_INTRINSICS)
+        n = normals_from_depth(depth, **NYU_INTRINSICS)
     edge = thin_edges(seg, np.where(depth > 0, depth, np.float32(np.inf)))
     write_png(out / "images" / f"{sid}.png", np.ascontiguousarray(image, np.uint8))
     write_png(out / "segmentation" / f"{sid}.png", np.ascontiguousarray(seg))

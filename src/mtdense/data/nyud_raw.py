@@ -12,7 +12,7 @@ under ``ROOT/sync`` first, then under ``ROOT``. Split ``s`` reads ``ROOT/nyudept
 (``train``; ``test`` where the user has BTS's test list next to it).
 
 Targets: ``depth`` from the PNG; ``normals`` derived from that depth with
-:func:`mtdense.data.nyud_convert.normals_from_depth` (``fx = fy =`` the list's focal, principal point of
+:func:`mtdense.data._geometry.normals_from_depth` (``fx = fy =`` the list's focal, principal point of
 the NYU RGB camera), in the project's camera frame (x right, y down, z forward, facing the camera); raw
 Kinect depth has holes and millimetre steps, so derived normals are zero next to holes and noisier
 than the labelled set's. ``semseg`` and ``edge`` do not exist for these frames: asked for, they come
@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
+from ._geometry import normals_from_depth
 from ._io import _open_checked, read_image
+from ._readers import IndexedDataset
 from .nyud import raw_to_sample
-from .nyud_convert import NYU_INTRINSICS, class_names, label_palette, normals_from_depth
+from .nyud_convert import NYU_INTRINSICS, class_names, label_palette
 from .registry import missing_target, register_dataset
 
 TASKS = ("semseg", "depth", "normals", "edge")
@@ -56,7 +57,7 @@ def read_depth_png(path: Path, *, scale: float) -> np.ndarray:
     return (np.asarray(img).astype(np.float32) / np.float32(scale)).astype(np.float32)
 
 
-class NYUDRaw(Dataset):
+class NYUDRaw(IndexedDataset):
     """A split of the BTS "sync" raw frames (module docstring) as a torch Dataset.
 
     Attributes: ``ids`` (the rgb paths of the list), ``meta`` (40 NYU classes, palette, intrinsics,
@@ -109,14 +110,9 @@ class NYUDRaw(Dataset):
                 return base / rel
         raise DataError(f"{self.list_file}: file not found: {rel} (looked under {self.root / 'sync'} and {self.root})")
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def load_raw(self, index: int) -> dict[str, np.ndarray]:
         """``image`` uint8 (H, W, 3); ``depth`` float32 metres; ``normals`` derived from it (if asked)."""
-        if not 0 <= index < len(self.items):
-            raise IndexError(f"index {index} out of range for {len(self.items)} frames of {self.root} [{self.split}]")
-        rgb, dep, focal = self.items[index]
+        rgb, dep, focal = self.items[self._check(index)]
         image = read_image(self.resolve(rgb))
         raw: dict[str, np.ndarray] = {"image": image}
         if "depth" in self.tasks or "normals" in self.tasks:
@@ -128,7 +124,7 @@ class NYUDRaw(Dataset):
                 raw["depth"] = depth
             if "normals" in self.tasks:
                 k = {**NYU_INTRINSICS, "fx": focal, "fy": focal}
-                raw["normals"] = normals_from_depth(depth, k)
+                raw["normals"] = normals_from_depth(depth, **k)
         return raw
 
     def finish(self, raw: dict[str, np.ndarray], index: int) -> dict[str, Any]:
@@ -138,12 +134,6 @@ class NYUDRaw(Dataset):
             if task not in sample:
                 sample[task] = missing_target(task, h, w)
         return sample
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.finish(self.load_raw(index), index)
-
-    def __repr__(self) -> str:
-        return f"NYUDRaw(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, tasks={list(self.tasks)})"
 
 
 def _detect(root: Path) -> bool:

@@ -25,11 +25,13 @@ Targets (the data contract of :func:`mtdense.data.open_dataset`):
 * ``saliency``: ``p / 255 > 0.5`` as {0, 1}.
 * ``normals``: ``2·p/255 − 1`` renormalised to unit length, kept only on pixels whose LabelMap class is one
   that also exists in NYU Depth v2 (:data:`NORMALS_VALID_CONTEXT_IDS`, where the distilling network was
-  trained), zero elsewhere. Axis convention (*unverified*: the release does not document it): we take the
-  distilled maps to use x right, y up, z towards the viewer (fronto-parallel surfaces are stored near
-  (128, 128, 255), the usual normal-map colouring) and convert to the data contract's camera frame (x right,
-  y down, z forward, facing the camera) by negating y and z (:data:`RELEASE_TO_CAMERA`). Check a few images
-  against this before comparing normals numbers with other codebases.
+  trained), zero elsewhere. Axis convention: the maps were distilled from a
+  network trained on NYU Depth v2 normals, so we take them to use the NYU Depth colouring, as the
+  2D-3D-Semantics release (Armeni et al., 2017) documents the convention it copies from NYU: red = x to the
+  right, green = y downwards, blue = z towards the camera (a normal facing the camera is stored as
+  (128, 128, 255)). The data contract's camera frame has x right, y down, z forward with normals facing the
+  camera, so only z is negated (:data:`RELEASE_TO_CAMERA`). *Unverified* on the PASCAL files themselves (none
+  are available here): check a few images before comparing normals numbers with other codebases.
 * ``edge``: ``thin(|Laplacian(LabelMap)| > 0)`` (:func:`~mtdense.data._readers.label_edges`); evaluate with
   ``eval.edge_max_dist: 0.0075`` (the SEISM default the PASCAL benchmark uses).
 
@@ -83,8 +85,8 @@ NORMALS_VALID_CONTEXT_IDS = frozenset(
 """PASCAL-Context (459-class, 1-based, alphabetical ``labels.txt``) ids whose class name is also one of the 894
 NYU Depth v2 class names (``unknown`` excluded), plus ``tvmonitor`` (427, NYU's "television"): the classes on
 which ASTMT keeps the distilled normals. Derived from the two official class lists (170 ids)."""
-RELEASE_TO_CAMERA = np.array([1.0, -1.0, -1.0], np.float32)
-"""Per-axis signs taking the distilled normals (assumed x right, y up, z to the viewer) to the camera frame."""
+RELEASE_TO_CAMERA = np.array([1.0, 1.0, -1.0], np.float32)
+"""Per-axis signs from the distilled normals (NYU colouring: x right, y down, z to the viewer) to the camera frame."""
 TASKS = ("semseg", "parts", "saliency", "normals", "edge")
 SPLITS = ("train", "val")
 

@@ -1,26 +1,29 @@
 """SUN RGB-D (``sunrgbd``): 37-class semseg, depth, normals derived from depth, edges.
 
 SUN RGB-D (Song, Lichtenberg & Xiao, CVPR 2015): 10,335 RGB-D images, 5285 train / 5050 test, the 37
-classes of NYU40 ids 1..37 (TRL Sec. 4, PSD Sec. 4). The reader takes the official per-image folders
-of the ``SUNRGBD`` download (``kv1/NYUdata/NYU0001``, ``realsense/…``, …) as they are, plus two split
-lists and one 37-class label PNG per image::
+classes of NYU40 ids 1..37 (TRL Sec. 4, PSD Sec. 4). ROOT holds the two official downloads unpacked side
+by side, ``SUNRGBD/`` (one folder per image: ``kv1/NYUdata/NYU0001``, ``realsense/…``, …) and
+``SUNRGBDtoolbox/``::
 
-    ROOT/{train,test}.txt              one image folder per line, relative to ROOT (the official
-                                       ``allsplit.mat`` train / test lists)
-    ROOT/<folder>/image/<name>.jpg     RGB (the folder's only .jpg)
-    ROOT/<folder>/depth_bfx/<name>.png uint16 depth, bit-rotated (``depth/`` when there is no ``depth_bfx/``)
-    ROOT/<folder>/intrinsics.txt       the 3×3 camera matrix K, row-major (fx = K[0,0], fy = K[1,1], cx, cy)
-    ROOT/<folder>/label37.png          uint8: 0 = void, 1..37 the NYU40 classes 1..37
+    ROOT/SUNRGBDtoolbox/traintestSUNRGBD/allsplit.mat   MATLAB v5: ``alltrain`` / ``alltest``, cell arrays of the
+                                                        image folders (``/n/fs/sun3d/data/SUNRGBD/kv1/…``)
+    ROOT/SUNRGBD/<folder>/image/<name>.jpg              RGB (the folder's only .jpg)
+    ROOT/SUNRGBD/<folder>/depth_bfx/<name>.png          uint16 depth, bit-rotated (``depth/`` if no ``depth_bfx/``)
+    ROOT/SUNRGBD/<folder>/intrinsics.txt                the 3×3 camera matrix K, row-major
+    ROOT/SUNRGBD/<folder>/label/label.npy               (H, W) 37-class map: 0 = void, 1..37 the NYU40 classes
 
-*Layout choice*: the official release keeps the 37-class maps only inside ``SUNRGBD2Dseg.mat``
-(``seglabel``); ``label37.png`` is that map written once per folder (an uint8 PNG with the same values).
+``ROOT/train.txt`` / ``ROOT/test.txt`` (one folder per line, relative to ROOT) replace ``allsplit.mat`` when
+present. The release keeps the 37-class maps only in ``SUNRGBDtoolbox/Metadata/SUNRGBD2Dseg.mat`` (HDF5,
+``seglabel``, one map per entry of ``SUNRGBDMeta.mat``), which needs tens of GB of memory to load at once;
+``label/label.npy`` is the per-folder export of that map written by the widely used RedNet / ESANet
+preparation scripts (a ``label37.png`` with the same values is accepted too).
 
-* ``semseg``: ``label37.png`` with 0 → 255 (ignore) and k → k − 1; values above 37 are an error.
+* ``semseg``: the map with 0 → 255 (ignore) and k → k − 1; values above 37 are an error.
 * ``depth``: the SUN RGB-D toolbox's decoding: the stored 16-bit value is rotated right by 3 bits,
   ``(d >> 3) | (d << 13)`` on 16 bits, and divided by 1000 (metres); 0 = invalid; values beyond
   :data:`MAX_DEPTH` are clipped to it (*unverified*: 8 m is the toolbox's cap; some works use 10 m).
 * ``normals``: derived from the depth and ``intrinsics.txt``
-  (:func:`~mtdense.data._readers.normals_from_depth`: x right, y down, z forward, facing the camera).
+  (:func:`~mtdense.data._geometry.normals_from_depth`: x right, y down, z forward, facing the camera).
 * ``edge``: ``thin(|Laplacian(L)| > 0)`` of the semseg map (:func:`~mtdense.data._readers.label_edges`).
 """
 
@@ -34,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ._io import read_image, read_label_png
+from ._geometry import normals_from_depth
+from ._io import read_image, read_label_png, read_npy
 from ._png16 import read_png
-from ._readers import IGNORE, FolderDataset, check_hw, label_edges, normals_from_depth, read_split_list
+from ._readers import IGNORE, FolderDataset, check_hw, label_edges, read_split_list
 from .registry import register_dataset
 
 NUM_CLASSES = 37
@@ -44,6 +48,32 @@ MAX_DEPTH = 8.0
 """Depth cap in metres (*unverified*, module docstring)."""
 TASKS = ("semseg", "depth", "normals", "edge")
 SPLITS = ("train", "test")
+ALLSPLIT = Path("SUNRGBDtoolbox") / "traintestSUNRGBD" / "allsplit.mat"
+"""The official split file, relative to ROOT."""
+
+
+def read_allsplit(path: Path, split: str) -> list[str]:
+    """The image folders of ``split`` in the toolbox's ``allsplit.mat``, relative to ROOT (``SUNRGBD/…``)."""
+    import scipy.io
+    from scipy.io.matlab import MatReadError
+
+    if not path.is_file():
+        raise DataError(f"sunrgbd: split file not found: {path} (nor {path.parents[2] / split}.txt)")
+    key = {"train": "alltrain", "test": "alltest"}[split]
+    try:
+        cells = scipy.io.loadmat(str(path))[key]
+        folders = [str(np.asarray(c).reshape(-1)[0]) for c in np.asarray(cells, dtype=object).reshape(-1)]
+    except (OSError, ValueError, TypeError, IndexError, NotImplementedError, MatReadError) as e:
+        raise DataError(f"cannot decode {path}: {e}") from None
+    except KeyError:
+        raise DataError(f"{path}: no key {key!r} (expected alltrain / alltest)") from None
+    out = []
+    for f in folders:
+        at = f.find("SUNRGBD/")
+        if at < 0:
+            raise DataError(f"{path}: {key} entry {f!r} is not a path under SUNRGBD/")
+        out.append(f[at:].strip("/"))
+    return out
 
 
 def decode_depth(d: np.ndarray) -> np.ndarray:
@@ -97,22 +127,37 @@ class SUNRGBD(FolderDataset):
     def list_ids(self, split: str) -> list[str]:
         if split not in SPLITS:
             raise DataError(f"sunrgbd: unknown split {split!r}; expected one of {list(SPLITS)}")
-        return [line.strip("/") for line in read_split_list(self.root / f"{split}.txt")]
+        listed = self.root / f"{split}.txt"
+        if listed.is_file():
+            return [line.strip("/") for line in read_split_list(listed)]
+        return read_allsplit(self.root / ALLSPLIT, split)
 
     def load_sample(self, sid: str) -> dict[str, np.ndarray]:
         folder = self.root / sid
         if not folder.is_dir():
-            raise DataError(f"sunrgbd: image folder not found: {folder} (listed in {self.root / self.split}.txt)")
+            raise DataError(f"sunrgbd: image folder not found: {folder} (listed in the {self.split} split)")
         image = read_image(_only(folder / "image", "*.jpg", "sunrgbd image"))
         hw = image.shape[:2]
         raw: dict[str, np.ndarray] = {"image": image}
         if {"semseg", "edge"} & set(self.tasks):
-            path = folder / "label37.png"
-            lab = read_label_png(path)
+            path = folder / "label" / "label.npy"
+            if path.is_file():
+                lab = read_npy(path)
+                if lab.dtype.kind not in "ui" or lab.ndim != 2:
+                    raise DataError(f"{path}: expected a (H, W) integer label map, got {lab.dtype} {lab.shape}")
+            else:
+                path = folder / "label37.png"
+                if not path.is_file():
+                    raise DataError(
+                        f"sunrgbd: no 37-class label map in {folder} (expected label/label.npy or label37.png)"
+                    )
+                lab = read_label_png(path)
             check_hw(path, lab.shape, hw)
+            if int(lab.min()) < 0:
+                raise DataError(f"{path}: negative label value {int(lab.min())}")
             if int(lab.max()) > NUM_CLASSES:
                 raise DataError(f"{path}: label value {int(lab.max())} outside 0 (void) .. {NUM_CLASSES}")
-            labels = self._lut[lab]
+            labels = self._lut[lab.astype(np.int64)]
             if "semseg" in self.tasks:
                 raw["semseg"] = labels
             if "edge" in self.tasks:
@@ -130,7 +175,11 @@ class SUNRGBD(FolderDataset):
         return raw
 
 
-@register_dataset("sunrgbd", detect=lambda root: (root / "train.txt").is_file() and (root / "test.txt").is_file())
+def _detect(root: Path) -> bool:
+    return (root / ALLSPLIT).is_file() or ((root / "SUNRGBD").is_dir() and (root / "train.txt").is_file())
+
+
+@register_dataset("sunrgbd", detect=_detect)
 def open_sunrgbd(root: str | Path, *, split: str, tasks: Sequence[str]) -> SUNRGBD:
     """SUN RGB-D at ``root`` (module docstring)."""
     return SUNRGBD(root, split=split, tasks=tasks)

@@ -85,10 +85,7 @@ TARGET_RULES: dict[str, TargetRule] = {
     "edge": _LABEL,
     "depth": TargetRule(fill=0.0, depth=True),
     "normals": TargetRule(fill=0.0, vector=True),
-    # PASCAL-Context's extra tasks; both use 255 as their ignore value.
-    "human_parts": _LABEL,
-    "sal": _LABEL,
-    # the sample keys of the data contract (mtdense.data.open_dataset, tasks "parts" and "saliency")
+    # PASCAL-Context's extra tasks (sample keys of the data contract, mtdense.data.open_dataset); 255 = ignore
     "parts": _LABEL,
     "saliency": _LABEL,
 }

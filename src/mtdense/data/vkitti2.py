@@ -16,7 +16,7 @@ A sample id is ``SceneXX/<variation>/Camera_k/%05d``; every rendered frame found
   depth, is 0 = invalid here.
 * ``normals``: derived from that depth with the release's fixed intrinsics :data:`INTRINSICS` (its README:
   fx = fy = 725.0087, cx = 620.5, cy = 187.0 for every frame) by
-  :func:`~mtdense.data._readers.normals_from_depth` (x right, y down, z forward, facing the camera).
+  :func:`~mtdense.data._geometry.normals_from_depth` (x right, y down, z forward, facing the camera).
 * ``edge``: ``thin(|Laplacian(L)| > 0)`` of the semseg map (:func:`~mtdense.data._readers.label_edges`).
 * Split: VKITTI2 has none. :func:`mtdense.data._splits.seeded_split` draws it once from :data:`SPLIT_SEED`
   and stores it in the dataset folder. Its units are ``SceneXX/%05d`` frames, not images: the variations
@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ._geometry import normals_from_depth
 from ._io import read_image
 from ._png16 import read_png
-from ._readers import IGNORE, FolderDataset, check_hw, label_edges, normals_from_depth
+from ._readers import IGNORE, FolderDataset, check_hw, label_edges
 from ._splits import seeded_split
 from .registry import register_dataset
 

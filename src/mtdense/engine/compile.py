@@ -14,11 +14,14 @@ module for everything else (state dict and checkpoint keys, the optimiser's para
 evaluation, export), so a run with ``train.compile`` writes the same checkpoints as one without, and
 either can resume the other.
 
-Cost: compiling takes tens of seconds to minutes at the first training step (and once more for a
-second input shape, e.g. a smaller last batch), in exchange for a faster step; compiled kernels are
-cached on disk by PyTorch (``TORCHINDUCTOR_CACHE_DIR``, by default under the temporary folder), so a
-later run of the same model and input shape compiles much faster. ``docs/benchmarks.md`` has the
-measured step times.
+Cost: compiling happens at the first training step (and once more for another input shape, e.g. a
+smaller last batch) and is large for the multi-scale models: for MTI-Net on HRNet-W18-small-v2 at
+288×384 it had not finished after 25 minutes (more than 4 CPU minutes) on a 2-core machine shared
+with other jobs; a tiny conv + BN model takes about 25 CPU seconds. PyTorch caches compiled graphs
+on disk (``TORCHINDUCTOR_CACHE_DIR``, by default under the temporary folder), so a later run of the
+same model and input shape compiles much faster. Whether the compiled step is faster has not been
+measured on that machine yet, so no shipped config turns it on; ``benchmarks/bench_train_step.py``
+compares compiled, eager and a reference version side by side.
 
 Fallbacks and errors:
 

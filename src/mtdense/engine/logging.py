@@ -8,9 +8,15 @@ from typing import Any
 
 
 class RunLogger:
-    """Appends records to ``OUT/metrics.jsonl`` and mirrors scalars to TensorBoard (``OUT/tb``)."""
+    """Appends records to ``OUT/metrics.jsonl`` and mirrors scalars to TensorBoard (``OUT/tb``).
 
-    def __init__(self, out: Path, *, enabled: bool = True, tensorboard: bool = True) -> None:
+    ``purge_step``: a resumed run passes its checkpoint's step + 1, so TensorBoard drops the events of
+    the steps it redoes (written before a kill, after the last checkpoint) instead of showing them twice.
+    """
+
+    def __init__(
+        self, out: Path, *, enabled: bool = True, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         self.enabled = enabled
         self.path = out / "metrics.jsonl"
         self.tb = None
@@ -18,7 +24,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(log_dir=str(out / "tb"))
+                self.tb = SummaryWriter(log_dir=str(out / "tb"), purge_step=purge_step)
             except ImportError:  # tensorboard is a declared dependency; tolerate its absence elsewhere
                 self.tb = None
 

@@ -248,7 +248,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             save_config(cfg, self.out / "config.yaml")
-        self.logger = RunLogger(self.out, enabled=self.dist.is_main)
+        # on resume, TensorBoard drops the events of the steps after the checkpoint (redone now)
+        purge = self.step + 1 if saved is not None else None
+        self.logger = RunLogger(self.out, enabled=self.dist.is_main, purge_step=purge)
 
     # -- checkpoints --------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -437,8 +439,12 @@ class Trainer:
             # outputs of a task no sample of this batch is labelled for: DDP expects a gradient for
             # every parameter, so they enter the graph with weight 0
             total = total + _outputs_zero(unlabelled)
-        if not torch.isfinite(total):
-            bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+        # under DDP every rank learns whether any rank's loss is non-finite, so all of them stop at this
+        # step with the same error instead of the others waiting in the next all-reduce (one collective;
+        # a single process keeps its one host sync)
+        local_bad = not bool(torch.isfinite(total))
+        if any_rank(self.dist, local_bad, self.device):
+            bad = [k for k, v in losses.items() if not torch.isfinite(v)] if local_bad else ["on another rank"]
             last = self.out / CHECKPOINT_DIR / LAST
             kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
             raise TrainingError(

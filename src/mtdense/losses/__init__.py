@@ -5,15 +5,23 @@
 * normals: :func:`normals_l1_loss` (on normalised predictions), :func:`normals_cosine_loss` (1 − cos),
   :func:`normals_l2_loss` (PAD-Net's Euclidean)
 * edges: :func:`balanced_bce_loss` (positive weight 0.95), :func:`bce_loss` (plain, PAD-Net)
-* :func:`build_loss` by name; balancers :class:`FixedWeights`, :class:`UncertaintyWeights`
-  (TRL eq. 7) and :func:`build_balancer`.
+* :func:`build_loss` by name; balancers (:mod:`mtdense.losses.balancing`, registry :data:`BALANCERS`,
+  :func:`build_balancer`): :class:`FixedWeights`, :class:`UncertaintyWeights` (TRL eq. 7),
+  :data:`DWA` (:class:`DynamicWeightAverage`), :data:`RLW` (:class:`RandomLossWeighting`), :class:`GradNorm`,
+  :class:`PCGrad`, :class:`MGDA`, :class:`CAGrad`.
 """
 
 from mtdense.losses.balancing import (
     BALANCERS,
+    MGDA,
     UNCERTAINTY_KINDS,
+    CAGrad,
+    DynamicWeightAverage,
     FixedWeights,
+    GradNorm,
     LossBalancer,
+    PCGrad,
+    RandomLossWeighting,
     UncertaintyWeights,
     build_balancer,
     check_tag_weights,
@@ -40,21 +48,33 @@ from mtdense.losses.normals import (
 from mtdense.losses.registry import LOSSES, UnknownNameError, build_loss
 from mtdense.losses.semseg import CrossEntropyLoss, cross_entropy_loss
 
+# the short names the balancing papers use
+DWA = DynamicWeightAverage
+RLW = RandomLossWeighting
+
 __all__ = [
     "BALANCERS",
     "BCELoss",
+    "DWA",
     "LOSSES",
+    "MGDA",
+    "RLW",
     "UNCERTAINTY_KINDS",
     "BalancedBCELoss",
     "BerHuLoss",
+    "CAGrad",
     "CrossEntropyLoss",
     "DepthL1Loss",
     "DepthL2Loss",
+    "DynamicWeightAverage",
     "FixedWeights",
+    "GradNorm",
     "LossBalancer",
     "NormalsCosineLoss",
     "NormalsL1Loss",
     "NormalsL2Loss",
+    "PCGrad",
+    "RandomLossWeighting",
     "UncertaintyWeights",
     "UnknownNameError",
     "balanced_bce_loss",

@@ -8,7 +8,7 @@ from mtdense.metrics._thinning import thin
 from mtdense.metrics.base import Meter, all_reduce_arrays
 from mtdense.metrics.depth import EIGEN_CROP, DepthMeter
 from mtdense.metrics.edge import EdgeMeter, FastEdgeMeter, edge_pr_counts, edge_thresholds
-from mtdense.metrics.multitask import multitask_delta
+from mtdense.metrics.multitask import multitask_delta, partial_deltas
 from mtdense.metrics.normals import NormalsMeter
 from mtdense.metrics.saliency import SaliencyMeter
 from mtdense.metrics.semseg import SegmentationMeter
@@ -26,5 +26,6 @@ __all__ = [
     "edge_pr_counts",
     "edge_thresholds",
     "multitask_delta",
+    "partial_deltas",
     "thin",
 ]

@@ -6,9 +6,9 @@ optionally task sets, the single-task references of the Δm baseline (MTI-Net Eq
 JSON, then trains the methods with ``eval.baseline`` pointing at it; finished runs whose resolved config
 equals the one asked for are reused and unfinished ones resumed (:mod:`.runner`). It writes:
 
-* ``OUT/results.json``: the suite, seeds, command-line overrides and, per reference and method, every
-  seed's results and run folder, ``mean``/``std`` of every metric, Δm (mean, std, per seed), parameters,
-  GFLOPs and train-step time (:mod:`.aggregate`);
+* ``OUT/results.json``: the command that reproduces it, the suite, seeds, command-line overrides and, per
+  reference and method, every seed's results and run folder, ``mean``/``std`` of every metric, Δm (mean,
+  std, per seed), parameters, GFLOPs and train-step time (:mod:`.aggregate`);
 * ``OUT/results.md``: the markdown table (:mod:`.report`);
 * ``OUT/figures/delta_m_vs_gflops.png``, ``per_task.png``, ``learning_curves.png`` (:mod:`.figures`).
 
@@ -19,6 +19,7 @@ One module per job: :mod:`.suite` (format, loading), :mod:`.plan` (runs and thei
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,10 @@ def run_bench(
 
     summary = aggregate(plan)
     results = {
+        "command": shlex.join(
+            ["mtdense", "bench", str(suite), "--seeds", *map(str, plan.seeds), "--jobs", str(jobs), "--out", str(out)]
+            + list(overrides or [])
+        ),
         "suite": path.stem,
         "suite_file": str(path),
         "description": spec.description,

@@ -18,9 +18,7 @@ is measured under whatever else ran on the machine at the time (with ``--jobs N`
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,8 +131,8 @@ def _row(runs: list[RunSpec], kind: str, baselines: dict[int, dict] | None) -> d
 
 
 def aggregate(plan: Plan) -> dict[str, Any]:
-    """``{"references": {name: row}, "methods": {name: row}}`` (see :func:`_row`); also writes each seed's
-    baseline ``references/seed<S>.json`` (already written by :func:`write_baselines`)."""
+    """``{"references": {name: row}, "methods": {name: row}}`` (see :func:`_row`), from the finished runs and
+    the baselines that :func:`write_baselines` wrote."""
     refs: dict[str, list[RunSpec]] = {}
     for r in plan.references:
         refs.setdefault(r.name, []).append(r)
@@ -160,7 +158,3 @@ def write_baselines(plan: Plan) -> None:
         text = json.dumps(merged, indent=2)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             path.write_text(text)
-
-
-def is_finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -111,7 +111,9 @@ def plan_suite(
                     f"{source}: the reference of {task!r} must train exactly [{task!r}], got data.tasks "
                     f"{cfg['data']['tasks']}"
                 )
-            references.append(RunSpec(f"stl_{task}", "reference", seed, cfg, out / f"stl_{task}" / f"seed{seed}", source))
+            references.append(
+                RunSpec(f"stl_{task}", "reference", seed, cfg, out / f"stl_{task}" / f"seed{seed}", source)
+            )
         for name, entry in suite.methods.items():
             config = entry.config or ""
             expansions = [(f"{name}_{ts}", config.replace("{task_set}", ts)) for ts in suite.task_sets]

@@ -2,18 +2,20 @@
 
 For each run folder, against the config asked for now (:func:`decide`):
 
-* ``reuse``: ``results.json`` exists and the saved ``config.yaml`` equals the asked config. Only
-  ``train.threads`` and ``data.num_workers`` may differ: they set how fast a run trains, not what;
-* ``resume``: a checkpoint exists and the configs differ at most in what the Trainer's exact resume
-  allows (:data:`mtdense.engine.checkpoint.RESUME_MAY_CHANGE`, e.g. a larger ``train.max_steps``),
-  with ``train.max_steps`` not below the saved one. The Trainer's ``resume`` continues it bitwise;
+* ``reuse``: ``results.json`` exists and the saved ``config.yaml`` equals the asked config, except in
+  :data:`RESUMABLE` keys: logging and checkpoint intervals and speed settings (``train.threads``,
+  ``data.num_workers``), which change how a run is logged or how fast it trains, not what it trains
+  (the Trainer's exact-resume contract);
+* ``resume``: no ``results.json`` but a checkpoint, and the same condition on the configs. The Trainer's
+  ``resume`` continues it bitwise;
 * ``train``: anything else. A folder holding another experiment is moved aside to
   ``seed<S>.replaced-<k>`` (never deleted: it may be the only copy of a result); a folder without a
   checkpoint (a run killed before its first one) holds nothing to keep and is removed.
 
 ``jobs == 1`` trains in this process; ``jobs > 1`` starts up to ``jobs`` ``mtdense train`` subprocesses
 at a time with ``OMP_NUM_THREADS=1`` (each run's ``train.threads=1``), each logging to
-``OUT/logs/<run>_seed<S>.log``.
+``OUT/logs/<run>_seed<S>.log``. A run killed after its last checkpoint but before it wrote ``results.json``
+has nothing left to train on resume; its final checkpoint is then evaluated as ``mtdense eval`` does.
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ from mtdense.engine.bench.plan import RunSpec
 from mtdense.engine.checkpoint import CHECKPOINT_DIR, LAST, RESUME_MAY_CHANGE, config_changes
 from mtdense.errors import TrainingError
 
-SPEED_ONLY = frozenset({"train.threads", "data.num_workers"})
-"""Config keys that change how fast a run trains but not what it trains (ignored when reusing a run)."""
+RESUMABLE = (RESUME_MAY_CHANGE - {"train.max_steps", "data.root"}) | {"train.threads"}
+"""Config keys in which a run may differ from the asked config and still be reused or resumed. Not
+``train.max_steps``: the learning-rate schedule (poly, step) is laid out over it, so a run resumed with
+another length would not be the run that the asked config describes. Not ``data.root`` either: a run on
+another folder is retrained, whatever that folder holds."""
 
 
 def decide(run: RunSpec) -> tuple[str, dict[str, Any]]:
@@ -43,13 +48,11 @@ def decide(run: RunSpec) -> tuple[str, dict[str, Any]]:
         return "train", run.config
     saved = read_yaml(saved_path)
     changes = config_changes(saved, run.config)
-    if (run.out / "results.json").is_file() and set(changes) <= SPEED_ONLY:
+    if (run.out / "results.json").is_file() and set(changes) <= RESUMABLE:
         return "reuse", run.config
-    saved_steps = saved.get("train", {}).get("max_steps", 0)
-    if checkpoint.is_file() and set(changes) <= RESUME_MAY_CHANGE | {"train.threads"}:
-        if run.config["train"]["max_steps"] >= saved_steps:
-            resumed = {**run.config, "train": {**run.config["train"], "threads": saved["train"].get("threads")}}
-            return "resume", resumed
+    if checkpoint.is_file() and set(changes) <= RESUMABLE:
+        resumed = {**run.config, "train": {**run.config["train"], "threads": saved["train"].get("threads")}}
+        return "resume", resumed
     return "train", run.config
 
 
@@ -97,9 +100,25 @@ def run_all(runs: list[RunSpec], *, jobs: int, logs: Path) -> dict[str, str]:
                 failed.append(f"{run.label}: {e}")
     else:
         failed = _run_parallel(todo, jobs=jobs, logs=logs)
+    for run, _, _ in todo:
+        if not (run.out / "results.json").is_file() and (run.out / CHECKPOINT_DIR / LAST).is_file():
+            _evaluate_finished(run, failed)
     if failed:
-        raise TrainingError("bench: {} run(s) failed:\n".format(len(failed)) + "\n".join(failed))
+        raise TrainingError(f"bench: {len(failed)} run(s) failed:\n" + "\n".join(failed))
     return actions
+
+
+def _evaluate_finished(run: RunSpec, failed: list[str]) -> None:
+    """A run killed after its last checkpoint but before writing ``results.json`` resumes with nothing left
+    to train and so writes no results: evaluate its final checkpoint instead (as ``mtdense eval`` does)."""
+    from mtdense.engine.checkpoint import load_checkpoint
+    from mtdense.engine.evaluation import evaluate_run
+
+    if int(load_checkpoint(run.out / CHECKPOINT_DIR / LAST).get("step", -1)) != run.config["train"]["max_steps"]:
+        if not any(f.startswith(run.label) for f in failed):
+            failed.append(f"{run.label}: ended without results.json before train.max_steps (see {run.out})")
+        return
+    evaluate_run(run.out, split=run.config["data"]["val_split"], out=run.out / "results.json")
 
 
 def _run_parallel(todo: list[tuple[RunSpec, dict[str, Any], bool]], *, jobs: int, logs: Path) -> list[str]:

@@ -182,6 +182,7 @@ def complexity_report(
             if cfg.train.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             balancer = build_balancer(cfg, tasks)
+            balancer.attach(model)  # as the trainer does (e.g. MGDA-UB hooks the shared encoder)
             optimizer = build_optimizer(cfg, model, balancer)
             # train.compile: time the compiled forward (compiling happens in the warm-up steps)
             timed = compile_for_training(model, device=torch.device("cpu")) if cfg.train.compile else model

@@ -14,6 +14,7 @@ from mtdense._allocator import reuse_freed_memory
 from mtdense.engine.complexity.batch import random_batch
 from mtdense.engine.evaluator import autocast_context
 from mtdense.engine.trainer import compute_losses
+from mtdense.losses.balancing import LossBalancer
 from mtdense.tasks import Task
 
 
@@ -33,7 +34,7 @@ def time_model(
     model: nn.Module,
     *,
     tasks: dict[str, Task],
-    balancer: nn.Module,
+    balancer: LossBalancer,
     optimizer: torch.optim.Optimizer,
     size: tuple[int, int],
     batch: int,
@@ -46,7 +47,9 @@ def time_model(
 
     Train step, exactly as :meth:`mtdense.engine.trainer.Trainer.train_step` does it: forward (under
     bf16 autocast when ``bf16``) → :func:`compute_losses` (outside autocast, as the trainer) →
-    ``balancer`` → ``zero_grad`` → backward → ``optimizer.step()``. Inference: eval mode, ``no_grad``,
+    ``balancer`` → ``zero_grad`` → ``balancer.backward(total, losses, model=model)`` (so gradient-level
+    balancers time their per-task backward passes) → ``optimizer.step()``. ``balancer`` must already be
+    attached to ``model`` (:meth:`~mtdense.losses.balancing.LossBalancer.attach`). Inference: eval mode, ``no_grad``,
     same autocast. Each is run ``warmup`` times untimed (allocator and oneDNN primitive caches), then
     ``repeats`` times; returns the medians ``{"train_step_s", "infer_s"}`` and the minima
     ``{"train_step_min_s", "infer_min_s"}`` (on a machine shared with other work the minimum is the
@@ -65,7 +68,7 @@ def time_model(
         losses = compute_losses(outputs, data, tasks)
         total, _ = balancer(losses)
         optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        balancer.backward(total, losses, model=model)
         optimizer.step()
 
     def infer() -> None:

@@ -29,8 +29,11 @@ from mtdense.errors import ConfigError, ShapeError
 
 __all__ = [
     "BalancerArgs",
+    "GeneratorState",
     "LossBalancer",
+    "PerTaskBalancer",
     "check_tag_weights",
+    "loss_log",
     "key_multiplier",
     "task_losses",
     "task_of",
@@ -110,6 +113,13 @@ def to_log(entries: Mapping[str, Tensor | float]) -> dict[str, float]:
     values = torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist() if tensors else []
     out = dict(zip(tensors, values, strict=True))
     return {k: out[k] if k in out else float(v) for k, v in entries.items()}
+
+
+def loss_log(
+    losses: Mapping[str, Tensor], total: Tensor, extra: Mapping[str, Tensor | float] | None = None
+) -> dict[str, float]:
+    """The log every balancer returns: ``"loss/<key>"`` per unweighted loss, ``"loss/total"``, then ``extra``."""
+    return to_log({**{f"loss/{k}": v for k, v in losses.items()}, "loss/total": total, **(extra or {})})
 
 
 def task_losses(
@@ -198,3 +208,55 @@ class LossBalancer(nn.Module, ABC):
         """
         total.backward()
         return {}
+
+
+class PerTaskBalancer(LossBalancer):
+    """Shared plumbing of the balancers that act on the task losses ``L_t`` (:func:`task_losses`): the
+    loss-weighting ones (DWA, RLW, GradNorm) and the gradient-level ones (PCGrad, MGDA, CAGrad).
+
+    Args:
+        tasks: the task names, in a fixed order (the order of any per-task vector in the state).
+        weights: fixed scale ``w_t`` per task (``loss.weights``); ``None``: 1 for every task.
+        aux_weight: multiplier(s) for intermediate outputs (see :func:`key_multiplier`).
+
+    Raises:
+        ConfigError: no tasks; (in :meth:`task_losses`) a loss key of a task not in ``tasks``.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        weights: Mapping[str, float] | None = None,
+        aux_weight: float | Mapping[str, float] = 1.0,
+    ) -> None:
+        super().__init__()
+        self.tasks = [str(t) for t in tasks]
+        if not self.tasks:
+            raise ConfigError(f"{type(self).__name__}: tasks must not be empty")
+        self.scales = None if weights is None else {str(t): float(w) for t, w in weights.items()}
+        self.aux_weight = aux_weight
+
+    def task_losses(self, losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``L_t`` per task present in ``losses`` (an unknown task is an error naming the key)."""
+        name = type(self).__name__
+        for key in losses:
+            if task_of(key) not in self.tasks:
+                raise ConfigError(
+                    f"{name}: loss key {key!r} belongs to task {task_of(key)!r}, not one of {', '.join(self.tasks)}"
+                )
+        return task_losses(losses, weights=self.scales, aux_weight=self.aux_weight, balancer=name)
+
+
+class GeneratorState:
+    """Mixin of a balancer that draws from its own ``self.generator`` (a :class:`torch.Generator`, not
+    torch's global one): the generator's state goes into the balancer's ``state_dict``, so a resumed run
+    draws the same numbers. List it before the :class:`LossBalancer` base."""
+
+    generator: torch.Generator
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])

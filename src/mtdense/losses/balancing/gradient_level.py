@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mtdense.errors import ConfigError
-from mtdense.losses.balancing._base import BalancerArgs, LossBalancer, task_losses, to_log
+from mtdense.losses.balancing._base import BalancerArgs, GeneratorState, PerTaskBalancer, loss_log
 
 __all__ = ["CAGrad", "GradientBalancer", "MGDA", "PCGrad", "cagrad_direction", "min_norm_weights", "pcgrad_project"]
 
@@ -74,40 +74,23 @@ def _write_grads(params: Sequence[nn.Parameter], flat: Tensor) -> None:
         offset += n
 
 
-class GradientBalancer(LossBalancer):
+class GradientBalancer(PerTaskBalancer):
     """Base of the gradient-level balancers (see the module docstring); subclasses implement :meth:`combine`.
 
-    Args:
-        tasks: the task names.
-        weights: fixed scale ``w_t`` per task (``loss.weights``); ``None``: 1 for every task.
-        aux_weight: multiplier(s) for intermediate outputs (see
-            :func:`~mtdense.losses.balancing._base.key_multiplier`).
+    Constructor arguments (``tasks``, ``weights``, ``aux_weight``): see
+    :class:`~mtdense.losses.balancing._base.PerTaskBalancer`.
     """
 
     supports_ddp = False
 
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        *,
-        weights: Mapping[str, float] | None = None,
-        aux_weight: float | Mapping[str, float] = 1.0,
-    ) -> None:
-        super().__init__()
-        self.tasks = [str(t) for t in tasks]
-        if not self.tasks:
-            raise ConfigError(f"{type(self).__name__}: tasks must not be empty")
-        self.scales = None if weights is None else {str(t): float(w) for t, w in weights.items()}
-        self.aux_weight = aux_weight
-
-    def task_losses(self, losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``L_t`` per task present in ``losses``."""
-        return task_losses(losses, weights=self.scales, aux_weight=self.aux_weight, balancer=type(self).__name__)
+    def attach(self, model: nn.Module) -> None:
+        """Check, before training, that ``model`` names its shared parameters (else a ConfigError)."""
+        _shared_and_rest(model)
 
     def forward(self, losses: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """``Σ_t L_t`` and the log (what :meth:`backward` optimises is the combined update, not this sum)."""
         total = torch.stack(list(self.task_losses(losses).values())).sum()
-        return total, to_log({**{f"loss/{k}": v for k, v in losses.items()}, "loss/total": total})
+        return total, loss_log(losses, total)
 
     def combine(self, grads: Tensor, tasks: Sequence[str]) -> tuple[Tensor, dict[str, float]]:  # pragma: no cover
         """``(K, P)`` per-task gradients (rows in the order of ``tasks``) → the ``(P,)`` update and extra log
@@ -146,7 +129,7 @@ def pcgrad_project(grads: Tensor, orders: Sequence[Sequence[int]]) -> Tensor:
     return out
 
 
-class PCGrad(GradientBalancer):
+class PCGrad(GeneratorState, GradientBalancer):
     """PCGrad, Yu et al., NeurIPS 2020, Algorithm 1 (:func:`pcgrad_project`): the update on the shared
     parameters is ``Σ_i g_i^PC``. The order in which task ``i`` visits the others is a random
     permutation per task and step, drawn from the balancer's own generator (seeded by ``seed``; its
@@ -173,12 +156,6 @@ class PCGrad(GradientBalancer):
         projected = pcgrad_project(grads, orders)
         conflicts = sum(float(grads[i] @ grads[j] < 0) for i in range(k) for j in range(i + 1, k))
         return projected.sum(0), {"conflicts": conflicts}
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
 
 def _pair_min_norm(v11: Tensor, v12: Tensor, v22: Tensor) -> Tensor:
@@ -266,6 +243,7 @@ class MGDA(GradientBalancer):
         encoder = getattr(model, "shared_encoder", None)
         if encoder is None:
             raise ConfigError(f"MGDA: model {type(model).__name__} names no shared encoder (shared_encoder())")
+        super().attach(model)
         if self._hook is not None:
             self._hook.remove()
         self._hook = encoder().register_forward_hook(self._capture)

@@ -33,12 +33,13 @@ from torch import Tensor, nn
 from mtdense.errors import ConfigError
 from mtdense.losses.balancing._base import (
     BalancerArgs,
+    GeneratorState,
     LossBalancer,
+    PerTaskBalancer,
     check_losses,
     key_multiplier,
-    task_losses,
+    loss_log,
     task_of,
-    to_log,
 )
 from mtdense.losses.registry import lookup
 
@@ -104,8 +105,7 @@ class FixedWeights(LossBalancer):
                 )
             terms.append(self.weights[task] * key_multiplier(key, self.aux_weight) * value)
         total = torch.stack(terms).sum()
-        log = to_log({**{f"loss/{k}": v for k, v in losses.items()}, "loss/total": total})
-        return total, log
+        return total, loss_log(losses, total)
 
 
 # Coefficients (a, b) of  a·exp(−δ)·ΣL + b·δ  per kind of task, with δ = log σ².
@@ -220,55 +220,17 @@ class UncertaintyWeights(LossBalancer):
             extra[f"delta/{task}"] = delta
             extra[f"weight/{task}"] = weight
         total = torch.stack(terms).sum()
-        log = to_log({**{f"loss/{k}": v for k, v in losses.items()}, "loss/total": total, **extra})
-        return total, log
+        return total, loss_log(losses, total, extra)
 
 
-class _TaskWeighted(LossBalancer):
-    """Shared plumbing of the balancers that weigh the task losses ``L_t`` (see the module docstring).
-
-    Args:
-        tasks: the task names, in a fixed order (the order of the weight vectors in the state).
-        weights: fixed scale ``w_t`` per task (``loss.weights``); ``None``: 1 for every task.
-        aux_weight: multiplier(s) for intermediate outputs (see :func:`key_multiplier`).
-    """
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        *,
-        weights: Mapping[str, float] | None = None,
-        aux_weight: float | Mapping[str, float] = 1.0,
-    ) -> None:
-        super().__init__()
-        self.tasks = [str(t) for t in tasks]
-        if not self.tasks:
-            raise ConfigError(f"{type(self).__name__}: tasks must not be empty")
-        self.scales = None if weights is None else {str(t): float(w) for t, w in weights.items()}
-        self.aux_weight = aux_weight
-
-    def task_losses(self, losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``L_t`` per task present in ``losses`` (an unknown task is an error naming the key)."""
-        name = type(self).__name__
-        for key in losses:
-            if task_of(key) not in self.tasks:
-                raise ConfigError(
-                    f"{name}: loss key {key!r} belongs to task {task_of(key)!r}, not one of {', '.join(self.tasks)}"
-                )
-        return task_losses(losses, weights=self.scales, aux_weight=self.aux_weight, balancer=name)
+class _TaskWeighted(PerTaskBalancer):
+    """The balancers that weigh the task losses ``L_t`` (see the module docstring) with weights ``λ_t``."""
 
     def _weighted(
         self, losses: Mapping[str, Tensor], per_task: Mapping[str, Tensor], lam: Mapping[str, Tensor | float]
     ) -> tuple[Tensor, dict[str, float]]:
         total = torch.stack([lam[t] * value for t, value in per_task.items()]).sum()
-        log = to_log(
-            {
-                **{f"loss/{k}": v for k, v in losses.items()},
-                "loss/total": total,
-                **{f"weight/{t}": lam[t] for t in per_task},
-            }
-        )
-        return total, log
+        return total, loss_log(losses, total, {f"weight/{t}": lam[t] for t in per_task})
 
 
 class DynamicWeightAverage(_TaskWeighted):
@@ -359,7 +321,7 @@ class DynamicWeightAverage(_TaskWeighted):
         self.history = [dict(h) for h in state["history"]]
 
 
-class RandomLossWeighting(_TaskWeighted):
+class RandomLossWeighting(GeneratorState, _TaskWeighted):
     """Random loss weighting (RLW), Lin et al., TMLR 2022, Sec. 3: at every step
     ``λ = softmax(z)``, ``z ~ N(0, I_K)``, and the total is ``Σ_k λ_k L_k``.
 
@@ -397,12 +359,6 @@ class RandomLossWeighting(_TaskWeighted):
         per_task = self.task_losses(losses)
         lam = self.draw() if self.training else dict.fromkeys(self.tasks, 1.0 / len(self.tasks))
         return self._weighted(losses, per_task, lam)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
 
 
 class GradNorm(_TaskWeighted):
@@ -479,12 +435,23 @@ class GradNorm(_TaskWeighted):
         grad[idx] = torch.sign(g - target) * norms
         return grad, (g - target).abs().sum()
 
-    def backward(self, total: Tensor, losses: Mapping[str, Tensor], *, model: nn.Module) -> dict[str, float]:
-        """``Σ w_i L_i`` into the network, ``∇_w L_grad`` into the weights (see the class docstring)."""
+    @staticmethod
+    def _shared_layer_parameters(model: nn.Module) -> list[nn.Parameter]:
         layer = getattr(model, "shared_layer", None)
         if layer is None:
             raise ConfigError(f"GradNorm: model {type(model).__name__} names no shared layer (shared_layer())")
         params = [p for p in layer().parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError(f"GradNorm: {type(model).__name__}.shared_layer() holds no trainable parameter")
+        return params
+
+    def attach(self, model: nn.Module) -> None:
+        """Check, before training, that ``model`` names its last shared layer (else an error naming it)."""
+        self._shared_layer_parameters(model)
+
+    def backward(self, total: Tensor, losses: Mapping[str, Tensor], *, model: nn.Module) -> dict[str, float]:
+        """``Σ w_i L_i`` into the network, ``∇_w L_grad`` into the weights (see the class docstring)."""
+        params = self._shared_layer_parameters(model)
         per_task = self.task_losses(losses)
         norms = []
         for value in per_task.values():
