@@ -16,7 +16,7 @@ Three heads, each the one a reference implementation uses for its backbone famil
   has none, so neither do we.
 * :class:`PanopticFPNHead` for FPN backbones: the semantic branch of Panoptic FPN (Kirillov, Girshick,
   He, Dollár, CVPR 2019, Sec. 3.2 and Fig. 3); the MTI-Net authors' FPN variant decodes this way
-  (shared/reference/architectures.md, "Backbones"). Each pyramid level goes through
+  (their public multi-task repository). Each pyramid level goes through
   ``log2(r / r_min)`` stages of 3x3 conv (128 channels) + GroupNorm + ReLU + 2x bilinear upsampling
   (one conv stage without upsampling for the finest level) to the finest stride; the levels are
   summed; a 1x1 conv gives the prediction. GroupNorm uses 32 groups as in the paper
