@@ -29,6 +29,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_edge_metric.py
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_threads.py
+	$(BIN)/python benchmarks/bench_psd.py
+	$(BIN)/python benchmarks/bench_balancers.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -25,7 +25,7 @@ from mtdense.config import load_config
 from mtdense.engine.trainer import Trainer
 threads, model, tasks = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 out = tempfile.mkdtemp()
-cfg = load_config("src/mtdense/configs/demo.yaml", [f"model.name={model}", f"data.tasks=[{tasks}]", f"train.threads={threads}",
+cfg = load_config("demo", [f"model.name={model}", f"data.tasks=[{tasks}]", f"train.threads={threads}",
                                          "train.max_steps=100", "train.log_every=1000"])
 tr = Trainer(cfg, out + "/run", progress=False)
 tr.run_eval = lambda: {}
