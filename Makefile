@@ -13,6 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	# the official Cityscapes label table, which tests compare our copy with (--no-deps: its GUI tools' deps are not needed)
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps "cityscapesscripts>=2.2"
 	touch $@
 
 demo: install
