@@ -248,12 +248,25 @@ class PerTaskBalancer(LossBalancer):
         return task_losses(losses, weights=self.scales, aux_weight=self.aux_weight, balancer=name)
 
 
-class GeneratorState:
-    """Mixin of a balancer that draws from its own ``self.generator`` (a :class:`torch.Generator`, not
-    torch's global one): the generator's state goes into the balancer's ``state_dict``, so a resumed run
-    draws the same numbers. List it before the :class:`LossBalancer` base."""
+class GeneratorState(PerTaskBalancer):
+    """Base of a per-task balancer that draws from its own ``self.generator`` (a :class:`torch.Generator`
+    seeded by ``seed``, not torch's global one): the generator's state goes into the balancer's
+    ``state_dict``, so a resumed run draws the same numbers. List it before the other base
+    (:class:`PerTaskBalancer` subclass) of the balancer."""
 
-    generator: torch.Generator
+    class Args(BalancerArgs):
+        seed: int = 0
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        *,
+        weights: Mapping[str, float] | None = None,
+        aux_weight: float | Mapping[str, float] = 1.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(tasks, weights=weights, aux_weight=aux_weight)
+        self.generator = torch.Generator().manual_seed(int(seed))
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

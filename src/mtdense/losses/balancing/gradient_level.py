@@ -135,20 +135,6 @@ class PCGrad(GeneratorState, GradientBalancer):
     permutation per task and step, drawn from the balancer's own generator (seeded by ``seed``; its
     state is in ``state_dict``, so a resumed run draws the same orders)."""
 
-    class Args(BalancerArgs):
-        seed: int = 0
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        *,
-        weights: Mapping[str, float] | None = None,
-        aux_weight: float | Mapping[str, float] = 1.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(tasks, weights=weights, aux_weight=aux_weight)
-        self.generator = torch.Generator().manual_seed(int(seed))
-
     def combine(self, grads: Tensor, tasks: Sequence[str]) -> tuple[Tensor, dict[str, float]]:
         """``Σ_i g_i^PC`` with a random visiting order per task (:func:`pcgrad_project`)."""
         k = grads.shape[0]

@@ -335,20 +335,6 @@ class RandomLossWeighting(GeneratorState, _TaskWeighted):
         seed: seed of the balancer's generator.
     """
 
-    class Args(BalancerArgs):
-        seed: int = 0
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        *,
-        weights: Mapping[str, float] | None = None,
-        aux_weight: float | Mapping[str, float] = 1.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(tasks, weights=weights, aux_weight=aux_weight)
-        self.generator = torch.Generator().manual_seed(int(seed))
-
     def draw(self) -> dict[str, float]:
         """One draw of ``λ = softmax(z)``, ``z ~ N(0, I)`` (advances the generator)."""
         lam = torch.softmax(torch.randn(len(self.tasks), generator=self.generator, dtype=torch.float64), 0)
