@@ -194,7 +194,8 @@ def main() -> None:
         "run: render + write images/*.png, segmentation/*.png, depth/normals/edge *.npy, pool start-up "
         f"included), {args.n} images per run, best of {args.passes} runs per version and setting. *images/s* "
         "and *CPU ms/image* (every process) cover the command once its modules are imported; *end to end* adds "
-        "the imports (`mtdense.data` imports torch), whose CPU seconds are listed separately. "
+        "the imports of the CLI and the renderer (NumPy and Pillow; torch is not imported on this path), whose "
+        "CPU seconds are listed separately. "
         f"1-minute load average before / after: {load_before:.2f} / {load_after:.2f} on "
         f"{os.cpu_count()} cores shared with other jobs: wall-clock rates are lowered by that load, the CPU "
         "time much less so.",

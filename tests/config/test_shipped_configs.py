@@ -31,10 +31,10 @@ def _fake_meta(cfg) -> dict:
         return {"num_classes": NYUD_CLASSES}
     if cfg.data.dataset == "nyud_mtan13":  # the 13-class protocol of Couprie et al. (MTAN / LibMTL)
         return {"num_classes": 13}
-    # the protocols of the other readers: PASCAL-Context's 21 VOC classes, Cityscapes' 19/16/7, SUN RGB-D's 37,
-    # SYNTHIA's 16 shared with Cityscapes, VKITTI2's 14
+    # the protocols of the other readers: PASCAL-Context's 21 VOC classes, Cityscapes' 19/16/8/7, SUN RGB-D's 37,
+    # SYNTHIA's 16 shared with Cityscapes, VKITTI2's 14 (and the 8 it shares with Cityscapes)
     other = {"pascal_mt": 21, "cityscapes": 19, "cityscapes16": 16, "cityscapes7": 7, "sunrgbd": 37}
-    other |= {"synthia": 16, "vkitti2": 14}
+    other |= {"synthia": 16, "vkitti2": 14, "vkitti2_8": 8, "cityscapes8": 8}
     if cfg.data.dataset in other:
         return {"num_classes": other[cfg.data.dataset]}
     raise AssertionError(f"{cfg.data.dataset}: add the class count of this dataset to the test")

@@ -63,3 +63,65 @@ def test_check_nyud_raw_frames_by_detection(tmp_path, capsys):
 def test_check_unknown_folder_is_an_error(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path)]) == 2
     assert "no known dataset layout recognised; pass --dataset" in capsys.readouterr().err
+
+
+def test_check_flags_normals_in_another_axis_convention(synth_root, tmp_path, capsys):
+    """The synthetic normals face the camera (n · P < 0) and horizontal ones mostly face up; stored with z towards
+    the viewer, or y up, the check says so."""
+    assert main(["data", "check", str(synth_root), "--figure", str(tmp_path / "a.png"), "--limit", "8"]) == 0
+    out = capsys.readouterr().out
+    share = float(out.split("normals facing the camera (share): ")[1].split()[0])
+    up = float(out.split("horizontal normals facing up (share): ")[1].split()[0])
+    assert share > 0.9 and up > 0.5
+    root = _copy(synth_root, tmp_path / "flipped")
+    for path in (root / "normals").glob("*.npy"):
+        n = np.load(path)
+        np.save(path, n * np.array([1, 1, -1], n.dtype))
+    assert main(["data", "check", str(root), "--figure", str(tmp_path / "b.png"), "--limit", "8"]) == 2
+    captured = capsys.readouterr()
+    assert "problem(s) found" in captured.err
+    assert "  - train: only " in captured.out and "% of the valid normals face the camera" in captured.out
+    for path in (root / "normals").glob("*.npy"):  # z right again, y up instead of down
+        n = np.load(path)
+        np.save(path, n * np.array([1, -1, -1], n.dtype))
+    assert main(["data", "check", str(root), "--figure", str(tmp_path / "c.png"), "--limit", "8"]) == 2
+    out = capsys.readouterr().out
+    assert "of the normals of horizontal surfaces face up (n_y < 0" in out and "face the camera (expected" not in out
+
+
+def test_check_establishes_a_release_axis_convention_from_depth(synth_root, tmp_path, capsys):
+    """NYUD-MT normals stored in other axes: the check fits the signed permutation against the normals derived from
+    the depth maps and names it; written into meta.json as normals_to_camera, the reader converts and the check
+    passes."""
+    from mtdense.data import open_dataset
+
+    root = _copy(synth_root, tmp_path / "release")
+    meta = json.loads((root / "meta.json").read_text())
+    assert "intrinsics" in meta
+    meta["dataset"] = "nyud-v2"
+    (root / "meta.json").write_text(json.dumps(meta))
+    want = open_dataset("nyud_mt", root, split="train", tasks=("normals",))[0]["normals"]
+    for path in (root / "normals").glob("*.npy"):  # stored as (y, −x, −z) of the camera frame
+        n = np.load(path)
+        np.save(path, n[..., [1, 0, 2]] * np.array([1, -1, -1], n.dtype))
+    assert (
+        main(["data", "check", str(root), "--dataset", "nyud_mt", "--figure", str(tmp_path / "a.png"), "--limit", "8"])
+        == 2
+    )
+    out = capsys.readouterr().out
+    matrix = [[0, -1, 0], [1, 0, 0], [0, 0, -1]]
+    assert f'"normals_to_camera": {matrix} in its meta.json' in out
+    meta["normals_to_camera"] = matrix
+    (root / "meta.json").write_text(json.dumps(meta))
+    assert open_dataset("nyud_mt", root, split="train", tasks=("normals",))[0]["normals"].equal(want)
+    assert (
+        main(["data", "check", str(root), "--dataset", "nyud_mt", "--figure", str(tmp_path / "b.png"), "--limit", "8"])
+        == 0
+    )
+    agreement = float(capsys.readouterr().out.split("normals agreement with depth (mean cos): ")[1].split()[0])
+    assert agreement > 0.8
+    meta["normals_to_camera"] = [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    (root / "meta.json").write_text(json.dumps(meta))
+    assert main(["data", "check", str(root), "--dataset", "nyud_mt", "--limit", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "normals_to_camera: expected a 3x3 signed permutation matrix" in captured.out + captured.err

@@ -50,6 +50,7 @@ def test_label_table_matches_cityscapesscripts():
         ("cityscapes", [0, 9, 14, 255, 255, 18], 19),
         ("cityscapes16", [0, 255, 255, 255, 255, 15], 16),
         ("cityscapes7", [0, 3, 6, 255, 255, 6], 7),
+        ("cityscapes8", [0, 255, 255, 255, 255, 255], 8),
     ],
 )
 def test_protocols(cs_root, name, expected, num_classes):
@@ -111,7 +112,53 @@ def test_named_errors(cs_root):
         ds[0]
 
 
-def test_detected_by_data_check(cs_root):
-    from mtdense.data.registry import detect_dataset
+def test_detected_and_read_right_by_data_check(cs_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the layout, reads every split and finds nothing wrong."""
+    from mtdense.cli.main import main
 
-    assert detect_dataset(cs_root) == "cityscapes"
+    assert main(["data", "check", str(cs_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset cityscapes at ") and "no problems found" in out and (tmp_path / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("rel", "what"),
+    [
+        (f"gtFine/train/{STEM}_gtFine_labelIds.png", "label map not found"),
+        (f"disparity/train/{STEM}_disparity.png", "disparity map not found"),
+        (f"camera/train/{STEM}_camera.json", "camera file not found"),
+    ],
+)
+def test_each_missing_file_is_named(cs_root, rel, what):
+    ds = open_dataset("cityscapes", cs_root, split="train", tasks=("semseg", "depth"))
+    (cs_root / rel).unlink()
+    with pytest.raises(DataError, match=f"{what}: {cs_root / rel}"):
+        ds[0]
+
+
+# The 8 classes shared with Virtual KITTI 2 (DenseMTL, Table 6), written out by hand: label id -> class.
+EIGHT = {7: 0, 11: 1, 17: 2, 19: 3, 20: 4, 21: 5, 23: 6, 26: 7, 28: 7}
+
+
+def test_eight_class_protocol_maps_every_label_id(cs_root):
+    """``cityscapes8`` on a gtFine label map holding every id 0..33: road, building, pole, traffic light,
+    traffic sign, vegetation, sky, vehicle (car and bus); every other id (truck, train, terrain, ...) is 255."""
+    ids = (np.arange(H * W) % 34).reshape(H, W).astype(np.uint8)
+    Image.fromarray(ids).save(cs_root / f"gtFine/train/{STEM}_gtFine_labelIds.png")
+    ds = open_dataset("cityscapes8", cs_root, split="train", tasks=("semseg",))
+    expected = np.vectorize(lambda i: EIGHT.get(int(i), 255))(ids)
+    np.testing.assert_array_equal(ds[0]["semseg"].numpy(), expected)
+    assert ds.meta["dataset"] == "cityscapes8" and ds.meta["num_classes"] == 8
+    assert ds.meta["class_names"] == ["road", "building", "pole", "traffic light", "traffic sign", "vegetation",
+                                      "sky", "vehicle"]  # fmt: skip
+    assert ds.meta["palette"][0] == [128, 64, 128] and ds.meta["palette"][7] == [0, 0, 142]  # road; car's colour
+    table = {lab.name: lab.id for lab in LABELS}
+    assert [table[n] for n in ("road", "car", "bus", "truck")] == [7, 26, 28, 27]  # the ids the map above uses
+
+
+def test_data_check_reads_the_eight_class_protocol(cs_root, tmp_path, capsys):
+    from mtdense.cli.main import main
+
+    assert main(["data", "check", str(cs_root), "--dataset", "cityscapes8", "--figure", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset cityscapes8 at ") and "no problems found" in out

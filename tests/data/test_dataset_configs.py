@@ -1,5 +1,5 @@
-"""The shipped configs of the PASCAL-Context, Cityscapes, SYNTHIA and VKITTI2 protocols load, name registered
-datasets and tasks those datasets have, and carry the papers' settings."""
+"""The shipped configs of the NYUD-v2, SUN RGB-D, PASCAL-Context, Cityscapes, SYNTHIA and VKITTI2 protocols load,
+name registered datasets and tasks those datasets have, and carry the papers' settings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mtdense.data.registry import DATASETS
 
 CONFIGS = sorted(
     p
-    for folder in ("pascal", "cityscapes", "synthia", "vkitti2")
+    for folder in ("nyud", "sunrgbd", "pascal", "cityscapes", "synthia", "vkitti2")
     for p in (files("mtdense") / "configs" / folder).iterdir()
     if p.name.endswith(".yaml") and not p.name.startswith("_")
 )
@@ -48,3 +48,23 @@ def test_pascal_augmentation_is_built_from_the_config():
     raw = apply_overrides(cfg.model_dump(), ["data.scales=[1.0,1.2]"])
     with pytest.raises(ConfigError, match="scale_range and data.scales"):
         build_train_transform(Config.model_validate(raw))
+
+
+@pytest.mark.parametrize(
+    "name", ["nyud/trl_resnet18", "nyud/psd_resnet50", "sunrgbd/trl_resnet18", "synthetic/trl_resnet18"]
+)
+def test_trl_and_psd_rotate_as_their_papers(name):
+    """TRL (Sec. 4) and PSD (Sec. 4.2) rotate the NYUD / SUN RGB-D training images (±5°, Eigen & Fergus's angle);
+    the synthetic rows keep the synthetic recipe's augmentation, without rotation."""
+    from mtdense.config.load import resolve_config
+
+    cfg = load_config(resolve_config(name))
+    assert cfg.data.rotation == (0.0 if name.startswith("synthetic") else 5.0)
+
+
+def test_synthia_has_the_papers_sdn_set():
+    """DenseMTL Table 1 reports Synthia in 'S-D' and 'S-D-N' (normals derived from depth)."""
+    cfg = load_config(files("mtdense") / "configs" / "synthia" / "xtam_resnet101_sdn.yaml")
+    assert cfg.data.tasks == ["semseg", "depth", "normals"]
+    weights = {t: cfg.loss.weights[t] for t in cfg.data.tasks}  # the recipe's edge weight is unused here
+    assert weights == {"semseg": 100.0, "depth": 1.0, "normals": 100.0}

@@ -100,3 +100,12 @@ def test_indexing_is_range_checked_and_repr_names_the_split(mtan_root):
         with pytest.raises(IndexError, match=rf"index {bad} out of range for 2 samples of .* \[train\]"):
             ds[bad]
     assert repr(ds) == f"NYUDMTAN(root={str(mtan_root)!r}, split='train', n=2, tasks=['depth'])"
+
+
+def test_detected_and_read_right_by_data_check(mtan_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the MTAN layout, reads both splits and finds nothing wrong."""
+    from mtdense.cli.main import main
+
+    assert main(["data", "check", str(mtan_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset nyud_mtan13 at ") and "no problems found" in out

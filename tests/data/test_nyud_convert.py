@@ -218,3 +218,16 @@ def test_out_holding_other_data_is_refused(files, tmp_path):
     with pytest.raises(DataError, match="holds something else"):
         convert_nyud(files[0], files[1], out, progress=False)
     assert (out / "thesis.tex").read_text() == "keep me"
+
+
+def test_cli_13_classes_with_a_progress_bar(files, tmp_path, capsys):
+    """``--classes 13`` through the command line, which shows a progress bar over the images (stderr)."""
+    out = tmp_path / "cli13"
+    args = ["data", "convert", "nyud", "--mat", str(files[0]), "--splits", str(files[1]), "--out", str(out)]
+    assert main([*args, "--classes", "13"]) == 0
+    captured = capsys.readouterr()
+    n = len(open_dataset("nyud_mt", out, split="train", tasks=())) + len(
+        open_dataset("nyud_mt", out, split="val", tasks=())
+    )
+    assert "convert nyud" in captured.err and f"{n}/{n}" in captured.err and "13 classes" in captured.out
+    assert json.loads((out / "meta.json").read_text())["protocol"] == "nyud13"

@@ -218,7 +218,48 @@ def test_label_edges_match_opencvs_laplacian():
     np.testing.assert_array_equal(label_edges(labels), reference.astype(np.uint8))
 
 
-def test_detected_by_data_check(pascal_root):
-    from mtdense.data.registry import detect_dataset
+def test_detected_and_read_right_by_data_check(pascal_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the layout, reads every split and finds nothing wrong."""
+    from mtdense.cli.main import main
 
-    assert detect_dataset(pascal_root) == "pascal_mt"
+    assert main(["data", "check", str(pascal_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset pascal_mt at ") and "no problems found" in out and (tmp_path / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("signs", "problem"),
+    [((1, 1, -1), None), ((1, 1, 1), "face the camera"), ((-1, -1, -1), "horizontal surfaces face up")],
+)
+def test_data_check_verifies_the_normals_axis_convention(pascal_root, tmp_path, monkeypatch, signs, problem):
+    """Release-coloured normals of a wall facing the camera (128, 128, 255) over a floor facing up (128, 0, 160):
+    read with the reader's RELEASE_TO_CAMERA the check passes; with z kept (no conversion), or x and y turned the
+    other way (the other reading ASTMT's rotation allows, with z negated), it fails."""
+    import mtdense.data.pascal as pascal
+    from mtdense.data.check import check_dataset
+
+    for sid in ("2008_000001", "2008_000002", "2008_000003"):
+        normals = np.zeros((H, W, 3), np.uint8)
+        normals[: H // 2] = (128, 128, 255)
+        normals[H // 2 :] = (128, 0, 160)  # the floor, seen from above: tilted towards the camera
+        Image.fromarray(normals).save(pascal_root / "normals_distill" / f"{sid}.png")
+    monkeypatch.setattr(pascal, "RELEASE_TO_CAMERA", np.array(signs, np.float32))
+    report = check_dataset(pascal_root, "pascal_mt", figure=tmp_path / "f.png")
+    normals_problems = [p for p in report.problems if "normals" in p]
+    if problem is None:
+        assert not normals_problems, normals_problems
+    else:
+        assert normals_problems and all(problem in p for p in normals_problems), normals_problems
+
+
+@pytest.mark.parametrize(
+    ("rel", "what"),
+    [("JPEGImages/{}.jpg", "image"), ("sal_distill/{}.png", "saliency map"), ("normals_distill/{}.png", "image"),
+     ("pascal-context/trainval/{}.mat", "LabelMap file"), ("human_parts/{}.mat", "anno file")],
+)  # fmt: skip
+def test_each_missing_file_is_named(pascal_root, rel, what):
+    ds = open_dataset("pascal_mt", pascal_root, split="val", tasks=ALL)
+    path = pascal_root / rel.format(ds.ids[0])
+    path.unlink()
+    with pytest.raises(DataError, match=f"{what} not found: {path}"):
+        ds[0]

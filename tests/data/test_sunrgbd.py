@@ -132,7 +132,10 @@ def test_named_errors(sun_root):
         open_dataset("sunrgbd", sun_root, split="train", tasks=("depth",))
 
 
-def test_detected_by_data_check(sun_root):
-    from mtdense.data.registry import detect_dataset
+def test_detected_and_read_right_by_data_check(sun_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the layout, reads every split and finds nothing wrong."""
+    from mtdense.cli.main import main
 
-    assert detect_dataset(sun_root) == "sunrgbd"
+    assert main(["data", "check", str(sun_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset sunrgbd at ") and "no problems found" in out and (tmp_path / "grid.png").is_file()

@@ -431,3 +431,32 @@ def test_texture_noise_is_the_2d_table_lookup():
         ia = ((a * 64).astype(np.int64) + seed * 7919 % 256) % 256
         ib = ((b * 64).astype(np.int64) + seed * 104729 % 256) % 256
         np.testing.assert_array_equal(M.noise(a, b, seed), M._NOISE[ib, ia])
+
+
+def test_data_synth_command_imports_neither_torch_nor_the_readers(tmp_path):
+    """`mtdense data synth` needs NumPy and Pillow only: importing torch (seconds) would dominate a short render, so
+    neither the CLI nor `mtdense.data` may import it (or the dataset readers) on that path; the package's public
+    names still resolve, lazily, and the registry still knows every dataset."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mtdense.cli.main import main\n"
+        f"assert main(['data', 'synth', {str(tmp_path / 'ds')!r}, '--train', '1', '--val', '1', '--size', '16x16',"
+        " '--workers', '2']) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'scipy', 'matplotlib', 'pydantic', 'mtdense.data.registry',"
+        " 'mtdense.data.nyud') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert (tmp_path / "ds" / "meta.json").is_file()
+
+    import mtdense.data as D
+    from mtdense.data import synthetic
+
+    assert callable(D.open_dataset) and callable(D.register_dataset) and D.NYUDMT.__name__ == "NYUDMT"
+    assert {"nyud_mt", "synthetic", "cityscapes"} <= set(D.DATASETS) and D.list_datasets() == sorted(D.DATASETS)
+    assert D.FAMILIES is synthetic.FAMILIES and D.render_sample is synthetic.render_sample
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        D.nope  # noqa: B018

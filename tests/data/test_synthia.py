@@ -61,6 +61,37 @@ def test_depth_metres(synthia_root):
     assert (d[1:] == np.float32(12.34)).all()
 
 
+def test_normals_from_depth_with_the_synthia_camera(synthia_root, write_png):
+    """A fronto-parallel wall (constant depth) faces the camera: n = (0, 0, −1) in the camera frame; the border and
+    pixels next to a hole have no normal; any depth map goes through the SYNTHIA intrinsics scaled to its size."""
+    from mtdense.data._geometry import normals_from_depth
+    from mtdense.data.synthia import INTRINSICS, scaled_intrinsics
+
+    ds = open_dataset("synthia", synthia_root, split="val", tasks=("depth", "normals"))
+    assert ds.meta["intrinsics"] == {"fx": 532.740352, "fy": 532.740352, "cx": 640.0, "cy": 380.0}
+    sid = ds.ids[0]
+    depth = np.full((H, W), 1000, np.uint16)
+    depth[3, 5] = 0  # a hole
+    write_png(synthia_root / "Depth/Depth" / f"{sid}.png", depth)
+    n = ds[0]["normals"].numpy()
+    near_hole = np.zeros((H, W), bool)
+    for y, x in ((3, 5), (2, 5), (4, 5), (3, 4), (3, 6)):
+        near_hole[y, x] = True
+    inner = np.zeros((H, W), bool)
+    inner[1:-1, 1:-1] = True
+    inner &= ~near_hole
+    assert inner.sum() == 19
+    np.testing.assert_allclose(n[:, inner], np.broadcast_to([[0.0], [0.0], [-1.0]], (3, 19)), atol=1e-6)
+    assert (n[:, ~inner] == 0).all()
+    k = scaled_intrinsics((H, W))
+    assert k["fx"] == pytest.approx(INTRINSICS["fx"] * W / 1280) and k["cy"] == pytest.approx(380.0 * H / 760)
+    assert scaled_intrinsics((760, 1280)) == INTRINSICS
+    rough = np.random.default_rng(0).integers(500, 3000, (H, W)).astype(np.uint16)
+    write_png(synthia_root / "Depth/Depth" / f"{sid}.png", rough)
+    want = normals_from_depth(rough.astype(np.float32) / 100, **k)
+    np.testing.assert_allclose(ds[0]["normals"].numpy(), want.transpose(2, 0, 1), atol=1e-6)
+
+
 def test_split_written_once_disjoint_and_stable(synthia_root):
     train = open_dataset("synthia", synthia_root, split="train", tasks=("semseg",)).ids
     val = open_dataset("synthia", synthia_root, split="val", tasks=("semseg",)).ids
@@ -114,10 +145,27 @@ def test_named_errors(synthia_root, write_png):
     with pytest.raises(DataError, match="label map not found"):
         ds[0]
     with pytest.raises(ConfigError, match="no target for task"):
-        open_dataset("synthia", synthia_root, split="train", tasks=("normals",))
+        open_dataset("synthia", synthia_root, split="train", tasks=("parts",))
 
 
-def test_detected_by_data_check(synthia_root):
-    from mtdense.data.registry import detect_dataset
+def test_detected_and_read_right_by_data_check(synthia_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the layout, reads every split and finds nothing wrong."""
+    from mtdense.cli.main import main
 
-    assert detect_dataset(synthia_root) == "synthia"
+    assert main(["data", "check", str(synthia_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset synthia at ") and "no problems found" in out and (tmp_path / "grid.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("folder", "what"), [("RGB", "image"), ("GT/LABELS", "label map"), ("Depth/Depth", "depth map")]
+)
+def test_each_missing_or_truncated_file_is_named(synthia_root, folder, what):
+    ds = open_dataset("synthia", synthia_root, split="train", tasks=("semseg", "depth", "normals"))
+    path = synthia_root / folder / f"{ds.ids[0]}.png"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DataError, match=f"cannot decode {what} {path}"):
+        ds[0]
+    path.unlink()
+    with pytest.raises(DataError, match=f"{what} not found: {path}"):
+        ds[0]

@@ -79,10 +79,13 @@ def test_named_errors(vk_root, write_png):
         open_dataset("vkitti2", vk_root / "Scene01" / "clone", split="train", tasks=("semseg",))
 
 
-def test_detected_by_data_check(vk_root):
-    from mtdense.data.registry import detect_dataset
+def test_detected_and_read_right_by_data_check(vk_root, tmp_path, capsys):
+    """``mtdense data check ROOT`` recognises the layout, reads every split and finds nothing wrong."""
+    from mtdense.cli.main import main
 
-    assert detect_dataset(vk_root) == "vkitti2"
+    assert main(["data", "check", str(vk_root), "--figure", str(tmp_path / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset vkitti2 at ") and "no problems found" in out and (tmp_path / "grid.png").is_file()
 
 
 def test_derived_normals_of_the_ground_point_up():
@@ -100,3 +103,85 @@ def test_derived_normals_of_the_ground_point_up():
     wall = np.where(u > cx, 2.0 * fx / np.maximum(u - cx, 1e-9), 0.0)
     n = normals_from_depth(wall, fx=fx, fy=fy, cx=cx, cy=cy)
     np.testing.assert_allclose(n[1:-1, 18:-1].reshape(-1, 3), np.tile([-1, 0, 0], (18 * 13, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "what"),
+    [("rgb", "rgb_{}.jpg", "image"), ("depth", "depth_{}.png", "depth map"),
+     ("classSegmentation", "classgt_{}.png", "class map")],
+)  # fmt: skip
+def test_each_missing_or_truncated_file_is_named(vk_root, write_png, kind, name, what):
+    ds = open_dataset("vkitti2", vk_root, split="train", tasks=("semseg", "depth", "normals"))
+    scene, variation, camera, frame = ds.ids[0].split("/")
+    path = vk_root / scene / variation / "frames" / kind / camera / name.format(frame)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(DataError, match=f"cannot decode {what} {path}"):
+        ds[0]
+    path.unlink()
+    with pytest.raises(DataError, match=f"{what} not found: {path}"):
+        ds[0]
+    if kind == "depth":
+        write_png(path, np.full((H, W), 100, np.uint8))
+        with pytest.raises(DataError, match="expected a 16-bit PNG, got 8-bit"):
+            ds[0]
+        write_png(path, np.full((H + 1, W), 100, np.uint16))
+        with pytest.raises(DataError, match=r"expected shape \(6, 8\) to match the image, got \(7, 8\)"):
+            ds[0]
+
+
+# The 8 classes shared with Cityscapes (DenseMTL, Table 6), written out by hand from the VKITTI2 class names:
+# road 0, building 1, pole 2, traffic light 3, traffic sign 4, tree/vegetation 5, sky 6, truck/car/van 7, else 255.
+EIGHT = {"terrain": 255, "sky": 6, "tree": 5, "vegetation": 5, "building": 1, "road": 0, "guardrail": 255,
+         "trafficsign": 4, "trafficlight": 3, "pole": 2, "misc": 255, "truck": 7, "car": 7, "van": 7}  # fmt: skip
+
+
+def test_eight_class_protocol_maps_every_class(vk_root, write_png):
+    """``vkitti2_8`` on a class map holding every colour of the release (and Undefined): each pixel's class."""
+    colours = [c for _, c in CLASS_COLOURS] + [(0, 0, 0)]
+    expected = [EIGHT[n] for n, _ in CLASS_COLOURS] + [255]
+    pos = np.arange(H * W).reshape(H, W) % len(colours)
+    ds = open_dataset("vkitti2_8", vk_root, split="train", tasks=("semseg", "edge"))
+    scene, variation, cam, frame = ds.ids[0].split("/")
+    write_png(vk_root / scene / variation / "frames/classSegmentation" / cam / f"classgt_{frame}.png",
+              np.array(colours, np.uint8)[pos])  # fmt: skip
+    sample = ds[0]
+    np.testing.assert_array_equal(sample["semseg"].numpy(), np.array(expected)[pos])
+    assert ds.meta["num_classes"] == 8 and ds.meta["dataset"] == "vkitti2_8"
+    assert ds.meta["class_names"] == ["road", "building", "pole", "traffic light", "traffic sign", "vegetation",
+                                      "sky", "vehicle"]  # fmt: skip
+    assert ds.meta["palette"][7] == [0, 0, 142]  # Cityscapes' car colour for "vehicle"
+    # the 14-class reader of the same file is unchanged
+    full = open_dataset("vkitti2", vk_root, split="train", tasks=("semseg",))[0]["semseg"].numpy()
+    np.testing.assert_array_equal(full, np.array([*range(14), 255])[pos])
+
+
+def test_eight_class_protocol_shares_the_split_and_cityscapes8_classes(vk_root):
+    """Both protocols read one split file; ``vkitti2_8``'s classes are ``cityscapes8``'s, so the trainer's
+    label-space check passes for the pair and fails for the 14-class reader."""
+    from mtdense.data._splits import SPLIT_FILE
+    from mtdense.data.cityscapes import protocol
+    from mtdense.data.vkitti2 import CITYSCAPES8_GROUPS
+    from mtdense.engine.setup import check_label_space
+    from mtdense.errors import ConfigError
+
+    for split in ("train", "val"):
+        eight = open_dataset("vkitti2_8", vk_root, split=split, tasks=("depth",))
+        assert eight.ids == open_dataset("vkitti2", vk_root, split=split, tasks=("depth",)).ids
+    assert [p.name for p in vk_root.glob("*.json")] == [SPLIT_FILE]
+    _, names, palette = protocol(8)
+    assert [n for n, _ in CITYSCAPES8_GROUPS] == names and eight.meta["palette"] == palette.tolist()
+    cs8 = {"num_classes": 8, "class_names": names}
+    check_label_space(eight.meta, cs8, what="uda.target")
+    full = open_dataset("vkitti2", vk_root, split="val", tasks=("semseg",)).meta
+    with pytest.raises(ConfigError, match="uda.target: its dataset has classes 8"):
+        check_label_space(full, cs8, what="uda.target")
+
+
+def test_data_check_reads_the_eight_class_protocol(vk_root, tmp_path, capsys):
+    from mtdense.cli.main import main
+
+    assert main(["data", "check", str(vk_root), "--dataset", "vkitti2_8", "--figure", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dataset vkitti2_8 at ") and "no problems found" in out
+    assert main(["data", "check", str(vk_root), "--dataset", "vkitti2_9"]) == 2
+    assert "unknown dataset 'vkitti2_9'" in capsys.readouterr().err

@@ -174,3 +174,16 @@ def test_help_has_example(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
     assert "Example" in capsys.readouterr().out
+
+
+def test_methods_filter_keeps_references(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--methods`` keeps only the named methods, every reference still runs, and a name the suite does not
+    have is a named error before anything trains."""
+    suite, path = load_suite("synthetic-trl")
+    full = plan_suite(suite, path, out=tmp_path, seeds=[0])
+    some = plan_suite(suite, path, out=tmp_path, seeds=[0], only_methods=["trl", "notam"])
+    assert sorted(r.name for r in some.methods) == ["notam", "trl"]
+    assert [r.name for r in some.references] == [r.name for r in full.references]
+    assert main(["bench", "synthetic-trl", "--methods", "trl", "typo", "--out", str(tmp_path / "o")]) == 2
+    assert "--methods: unknown method(s) ['typo']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -58,21 +58,27 @@ def test_compiled_forward_and_gradients_equal_eager():
     torch.testing.assert_close(twin.bn.running_var, eager.bn.running_var)
 
 
-def test_missing_cpp_compiler_falls_back_to_eager(monkeypatch, caplog):
-    """No C++ compiler for Inductor's CPU backend: a warning naming it, and the model itself back."""
+def test_missing_cpp_compiler_falls_back_to_eager(caplog):
+    """No C++ compiler for Inductor's CPU backend: a warning naming it, and the model itself back.
+
+    The compiler is hidden with Inductor's own ``config.patch`` (monkeypatch.setattr on ``config.cpp`` leaves
+    ``cpp.cxx`` deleted afterwards, which broke compiling in every later test of the process)."""
     import torch._inductor.config as inductor_config
     from torch._inductor import cpp_builder
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    before = inductor_config.cpp.cxx
     cpp_builder.cpp_compiler_search.cache_clear()
     try:
-        assert "C++ compiler" in compile_unavailable_reason(CPU)
-        model = _Tiny()
-        with caplog.at_level(logging.WARNING, logger="mtdense.engine.compile"):
-            assert compile_for_training(model, device=CPU) is model
+        with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):
+            assert "C++ compiler" in compile_unavailable_reason(CPU)
+            model = _Tiny()
+            with caplog.at_level(logging.WARNING, logger="mtdense.engine.compile"):
+                assert compile_for_training(model, device=CPU) is model
         assert "train.compile" in caplog.text and "C++ compiler" in caplog.text
     finally:
         cpp_builder.cpp_compiler_search.cache_clear()
+    assert inductor_config.cpp.cxx == before  # later tests compile with the real compiler
+    assert compile_unavailable_reason(CPU) is None
 
 
 def test_compile_failure_is_a_training_error():

@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory, checkpoint .pt or exported .safetensors")
     e.add_argument("--split", default="val")
     e.add_argument("--baseline", help="single-task results JSON for Δm (MTI-Net eq. 2)")
-    e.add_argument("--data-root", help="dataset folder (default: the one in the run's config)")
+    e.add_argument(
+        "--data-root", help="dataset folder (default: the run config's data.val_data.root when set, else data.root)"
+    )
     e.add_argument("--out", help="results JSON to write (a new file; its folder is created)")
     e.add_argument("--device", type=_device, help=DEVICE_HELP)
 
@@ -108,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--max-side", type=_positive_int, default=1024, help="downscale larger photos to this longer side")
     pr.add_argument("--device", type=_device, help=DEVICE_HELP)
+    pr.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the model through torch.compile (Inductor): a one-off compile (seconds to minutes), then faster "
+        "images where docs/benchmarks.md says so; same outputs up to float rounding",
+    )
 
     ex = sub.add_parser(
         "explain",
@@ -127,14 +135,29 @@ def _parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser(
         "export",
-        help="write release weights as safetensors",
+        help="export a trained model: safetensors weights, ONNX, torch.export program or TorchScript",
         formatter_class=fmt,
-        description="Write the model weights (no optimiser state) with the config as metadata; "
-        "`predict` and `pretrained:` accept the file.",
-        epilog="Example:\n  mtdense export runs/mtl --out mtl.safetensors",
+        description="Export the model of RUN. safetensors: the weights (no optimiser state) with the config as "
+        "metadata; `predict` and `pretrained:` accept the file. onnx (opset 18, checked with onnx's checker; "
+        "`predict` runs it with ONNX Runtime), exported (torch.export, .pt2) and torchscript (.ts): a graph of the "
+        "final prediction of each main task (outputs named by task; raw head outputs) from RGB in [0, 1], traced at "
+        "--size (default: the config's eval/crop size). Each file records the tasks, class names, input "
+        "normalisation and each output's post-processing (key `mtdense`). Every graph is run after writing and "
+        "compared with the PyTorch model; with --dynamic also at a second size.",
+        epilog="Examples:\n  mtdense export runs/mtl --out mtl.safetensors\n"
+        "  mtdense export runs/mtl --format onnx --dynamic --out mtl.onnx\n"
+        "  mtdense predict mtl.onnx photo.jpg --out preds",
     )
-    x.add_argument("run", help="run directory or checkpoint")
-    x.add_argument("--out", required=True, help="output .safetensors file")
+    x.add_argument("run", help="run directory, checkpoint .pt or exported .safetensors")
+    x.add_argument(
+        "--format",
+        default=None,
+        help="safetensors, onnx, torchscript or exported (default: from the --out suffix, else safetensors)",
+    )
+    x.add_argument("--size", type=_size, default=None, help="HxW the graph is traced at (graph formats)")
+    x.add_argument("--dynamic", action="store_true", help="batch, height and width free in the graph")
+    x.add_argument("--out", default=None, help="output file (default RUN/export/model.<suffix>)")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     d = sub.add_parser("data", help="dataset tools", description="Dataset tools.")
     dsub = d.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -152,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_size, default=(192, 256), help="HxW")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--family", choices=["indoor", "street"], default="indoor")
+    s.add_argument(
+        "--style",
+        default="a",
+        help="look of the images: camera, palette, textures, lighting, sensor (default a; b is a shifted domain "
+        "with exact labels too)",
+    )
     s.add_argument("--workers", type=int, default=None, help="render processes (default: min(2, CPU cores))")
     cv = dsub.add_parser("convert", help="convert official dataset files", description="Convert official files.")
     cvsub = cv.add_subparsers(dest="convert_dataset", required=True, metavar="DATASET")
@@ -233,6 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default: the suite's)")
     b.add_argument("--jobs", type=_positive_int, default=1, help="parallel runs, one thread each (default 1)")
     b.add_argument("--out", default=None, help="output folder (default runs/bench/<suite>)")
+    b.add_argument(
+        "--methods", nargs="+", default=None, help="run only these methods of the suite (references always run)"
+    )
     b.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides for every run")
 
     an = sub.add_parser("analyze", help="analyses of datasets", description="Analyses of datasets.")
@@ -317,7 +349,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     images = find_images(args.images)
     out = check_output_folder(args.out)
-    run = load_run(args.run, device=pick_device(args.device))
+    if str(args.run).lower().endswith(".onnx"):  # an ONNX export runs with ONNX Runtime on the CPU
+        from mtdense.engine.export import load_onnx_run
+
+        if args.compile:
+            raise MtdenseError(f"--compile applies to PyTorch models, not to the ONNX file {args.run}")
+        run = load_onnx_run(args.run)
+    else:
+        run = load_run(args.run, device=pick_device(args.device))
+    if args.compile:
+        from mtdense.engine.compile import compile_for_inference
+
+        run.model = compile_for_inference(run.model, device=next(run.model.parameters()).device)
     for path in tqdm(images, desc="predict", dynamic_ncols=True):
         rgb = read_rgb(path)
         save_predictions(run, path, rgb, predict_image(run, rgb, max_side=args.max_side), out)
@@ -334,9 +377,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mtdense.engine.inference import export_safetensors
+    from mtdense.engine.export import export_run, format_for_path
 
-    print(f"wrote {export_safetensors(args.run, args.out)}")
+    fmt = args.format or (format_for_path(args.out) if args.out else None) or "safetensors"
+    path = export_run(args.run, fmt=fmt, out=args.out, size=args.size, dynamic=args.dynamic, overwrite=args.overwrite)
+    print(f"wrote {path} ({fmt}{', dynamic batch/height/width' if args.dynamic else ''})")
     return 0
 
 
@@ -373,10 +418,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         family=args.family,
+        style=args.style,
         progress=True,
         workers=args.workers,
     )
-    print(f"wrote the synthetic {args.family} benchmark to {out}")
+    print(f"wrote the synthetic {args.family} benchmark (style {args.style}) to {out}")
     return 0
 
 
@@ -390,7 +436,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from mtdense.engine.bench import run_bench
 
-    run_bench(args.suite, out=args.out, seeds=args.seeds, jobs=args.jobs, overrides=list(args.overrides))
+    run_bench(
+        args.suite, out=args.out, seeds=args.seeds, jobs=args.jobs, overrides=list(args.overrides), methods=args.methods
+    )
     return 0
 
 

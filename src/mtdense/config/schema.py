@@ -25,13 +25,27 @@ TaskName = str
 
 
 class SynthSpec(Section):
-    """How to render the embedded synthetic benchmark when ``data.root`` does not exist yet."""
+    """How to render the embedded synthetic benchmark when ``data.root`` does not exist yet.
+
+    ``style`` is a name of :data:`mtdense.data.synthetic.styles.STYLES` (camera, palette, textures, lighting,
+    sensor): ``street`` in style ``a`` and in style ``b`` are a source and a target domain with exact labels.
+    """
 
     family: Literal["indoor", "street"] = "indoor"
+    style: str = "a"
     train: int = Field(200, ge=1)
     val: int = Field(50, ge=1)
     size: list[int] = Field(default_factory=lambda: [96, 128], min_length=2, max_length=2)
     seed: int = 0
+
+    @field_validator("style")
+    @classmethod
+    def _known_style(cls, v: str) -> str:
+        from mtdense.data.synthetic.styles import STYLES
+
+        if v not in STYLES:
+            raise ValueError(f"unknown synthetic style {v!r}; expected one of {sorted(STYLES)}")
+        return v
 
 
 class ExtraData(Section):
@@ -46,6 +60,28 @@ class ExtraData(Section):
     root: str
     split: str = "train"
     ratio: float = Field(gt=0, lt=1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        return _check_dataset(v)
+
+
+class DomainData(Section):
+    """Another dataset than ``data.dataset``, opened through the same machinery (:func:`mtdense.data.open_dataset`,
+    the synthetic renderer when ``synth`` is given and ``root`` does not exist yet): a target domain.
+
+    ``data.val_data`` evaluates a run on it (its ``data.val_split``) instead of on ``data.dataset``: a model trained on
+    a source domain and evaluated on a target domain (source-only and UDA rows of DenseMTL's Table 6). Its classes
+    must be those of ``data.dataset`` (checked when the trainer opens it).
+    """
+
+    dataset: str = "synthetic"
+    root: str
+    synth: SynthSpec | None = None
+    # the size evaluation resizes this domain's images to (default: data.eval_size): a target domain with
+    # another aspect ratio than the source (Cityscapes 1:2 vs VKITTI2 ~1:3.3) is evaluated undistorted
+    eval_size: list[int] | None = Field(None, min_length=2, max_length=2)
 
     @field_validator("dataset")
     @classmethod
@@ -76,6 +112,8 @@ class DataConfig(Section):
     root: str = "data/synth_indoor"
     extra: list[ExtraData] = Field(default_factory=list)
     synth: SynthSpec | None = None
+    #: evaluate on this dataset's ``val_split`` instead of ``dataset``'s (a target domain, :class:`DomainData`)
+    val_data: DomainData | None = None
     tasks: list[TaskName] = Field(default_factory=lambda: ["semseg", "depth", "normals", "edge"], min_length=1)
     aux_tasks: list[TaskName] = Field(default_factory=list)
     train_split: str = "train"
@@ -289,8 +327,41 @@ class ModelConfig(Section):
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
 
 
+class UdaTarget(DomainData):
+    """The unlabelled target domain of ``uda``: :class:`DomainData`, the split whose images are used, and the
+    target's own rescaling factors (``null``: ``data.scales``; e.g. Cityscapes' 2048×1024 frames need another
+    factor than a synthetic source's to reach the same crop); the rest of the training augmentation is the source's."""
+
+    split: str = "train"
+    scales: list[float] | None = Field(None, min_length=1)
+
+
+class UdaConfig(Section):
+    """Multi-task unsupervised domain adaptation, MTL-UDA (Lopes et al., WACV 2023, Sec. 4.5, Table 6): output-level
+    adversarial training with one patch discriminator per task output (:mod:`mtdense.engine.uda`).
+
+    ``target``: the unlabelled target dataset (only its images are read). ``adv_weight``: weight of the generator's
+    adversarial term (0.005). ``lr``, ``betas``, ``poly_power``: the discriminators' own Adam (1e-4, (0.9, 0.99)) with
+    poly decay over ``train.max_steps``. ``disc_channels``: width of the first discriminator conv (64; the others
+    double it up to 8×). ``batch_size``: target images per step (``null``: ``train.batch_size``, the paper's mixed
+    batches of as many source as target images). ``side_outputs``: discriminators also on the deep-supervision outputs
+    (the 3-ways decoder's before its exchange block), as the authors' code aligns both supervised scales; ``false``:
+    final outputs only.
+    """
+
+    target: UdaTarget
+    adv_weight: float = Field(0.005, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.99], min_length=2, max_length=2)
+    poly_power: float = Field(0.9, ge=0)
+    disc_channels: int = Field(64, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    side_outputs: bool = True
+
+
 class Config(Section):
-    """The whole experiment."""
+    """The whole experiment. Optional sections (``uda``) switch on trainer extensions
+    (:data:`mtdense.engine.setup.EXTENSIONS`)."""
 
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -298,3 +369,4 @@ class Config(Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    uda: UdaConfig | None = None

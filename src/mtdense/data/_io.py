@@ -62,9 +62,7 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
     if img.mode in ("I", "I;16", "I;16B", "I;16L"):
         return np.asarray(img).astype(np.int32)
-    raise DataError(
-        f"label map {path}: expected a single-channel PNG (mode L, P or I;16), got mode {img.mode}"
-    )
+    raise DataError(f"label map {path}: expected a single-channel PNG (mode L, P or I;16), got mode {img.mode}")
 
 
 def read_npy(path: str | os.PathLike) -> np.ndarray:
@@ -79,9 +77,7 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
 def encode_png(array: np.ndarray, *, level: int = 1) -> bytes:

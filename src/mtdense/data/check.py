@@ -5,8 +5,15 @@
 ``limit``) and checks it against the data contract: image ``(3, H, W)`` in [0, 1]; each target the
 image's size; semseg ids within the protocol (``0..num_classes − 1`` or 255 = ignore); depth finite,
 non-negative and below :data:`MAX_PLAUSIBLE_DEPTH` (a larger value means wrong units); valid normals of
-unit length; edges in {0, 1} (or 255 = ignore). Missing or undecodable files are problems naming the
-file (the readers' :class:`~mtdense.errors.DataError`). The report lists split counts, image sizes and
+unit length and, over the split, facing the camera (:data:`MIN_FACING_SHARE`) with horizontal surfaces mostly
+facing up (:data:`MIN_UP_SHARE`); edges in {0, 1} (or 255 = ignore). When a dataset has depth, normals and
+intrinsics (its ``meta``), the stored normals of the first :data:`AXES_FIT_SAMPLES` samples are compared with
+normals derived from the depth (:func:`~mtdense.data._geometry.normals_from_depth`):
+:func:`~mtdense.data.nyud_convert.fit_normal_axes` finds the signed axis permutation that maps the first onto the
+second, and one other than the identity is a problem naming the matrix (for NYUD-MT, ``normals_to_camera`` in
+``meta.json``), which establishes a release's axis convention from its own files.
+Missing or undecodable files are problems naming the file (the readers'
+:class:`~mtdense.errors.DataError`). The report lists split counts, image sizes and
 value ranges, and every problem. A figure (``data_check.png`` by default) shows a few samples of the
 first split with every target, drawn by each task's ``visualize``, so a user sees at once that e.g.
 labels and depth line up with the image.
@@ -31,6 +38,21 @@ CANDIDATE_TASKS = ("semseg", "depth", "normals", "edge", "parts", "saliency")
 MAX_PLAUSIBLE_DEPTH = 1000.0
 """Metres; a larger depth in a dataset of scenes means the file's units were not converted."""
 NORMAL_TOLERANCE = 1e-2
+MIN_FACING_SHARE = 0.5
+"""Least share of valid normals facing the camera over a split. A visible surface faces the camera, ``n · P < 0``
+for the 3-D point ``P`` it sits on (with the intrinsics in the dataset's ``meta``; ``n_z < 0`` without them), so
+in the data contract's frame (x right, y down, z forward) nearly every valid normal does; a share below one half
+means a release stored in another axis convention was read without converting it."""
+MIN_UP_SHARE = 0.5
+"""Least share, among the valid normals of horizontal surfaces (``|n_y| > HORIZONTAL_NY``), of those facing up
+(``n_y < 0``, y pointing down). Photographs of rooms and streets show more floor, ground and table tops than
+ceilings (87 % and 99 % up-facing on the synthetic indoor and street scenes), so a lower share means a release
+whose y axis points up was read without flipping it. Together with :data:`MIN_FACING_SHARE` (the sign of z) and
+a release's own flip and rotation augmentation (the sign and handedness of x), this establishes a stored
+normal map's axis convention from its files."""
+HORIZONTAL_NY = 0.8
+AXES_FIT_SAMPLES = 8
+"""Samples of a split whose stored normals are compared with normals derived from their depth (module docstring)."""
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -43,6 +65,11 @@ class SplitStats:
     sizes: Counter = field(default_factory=Counter)
     ranges: dict[str, list[float]] = field(default_factory=dict)
     label_ids: set[int] = field(default_factory=set)
+    normals_valid: int = 0
+    normals_facing: int = 0
+    normals_horizontal: int = 0
+    normals_up: int = 0
+    axes_pairs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
     def widen(self, key: str, lo: float, hi: float) -> None:
         old = self.ranges.get(key)
@@ -149,6 +176,13 @@ def _check_sample(sample: dict[str, Any], st: SplitStats, meta: dict[str, Any], 
                 st.widen("normals |n| (valid)", float(norm[valid].min()), float(norm[valid].max()))
                 if err > NORMAL_TOLERANCE:
                     problems.append(f"{where}: normals not of unit length (|‖n‖ − 1| up to {err:.3g})")
+                st.normals_valid += int(valid.sum())
+                st.normals_facing += int((_towards_camera(v, meta.get("intrinsics")) < 0)[valid].sum())
+                st.normals_horizontal += int((v[1].abs() > HORIZONTAL_NY).sum())
+                st.normals_up += int((v[1] < -HORIZONTAL_NY).sum())
+                pair = _stored_and_derived(sample, meta.get("intrinsics"))
+                if pair is not None and len(st.axes_pairs) < AXES_FIT_SAMPLES:
+                    st.axes_pairs.append(pair)
         elif key == "edge":
             vals = {float(x) for x in torch.unique(v)}
             if not vals <= {0.0, 1.0, 255.0}:
@@ -157,6 +191,54 @@ def _check_sample(sample: dict[str, Any], st: SplitStats, meta: dict[str, Any], 
         elif key == "saliency":
             st.widen("saliency", float(v.min()), float(v.max()))
     return problems
+
+
+def _stored_and_derived(
+    sample: dict[str, Any], intrinsics: dict[str, float] | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(stored, derived)`` ``(H, W, 3)`` normals of a sample with depth and normals, when the intrinsics fit it."""
+    from ._geometry import normals_from_depth
+
+    if "depth" not in sample or "normals" not in sample or not intrinsics:
+        return None
+    h, w = sample["image"].shape[-2:]
+    k = {key: float(intrinsics[key]) for key in ("fx", "fy", "cx", "cy") if key in intrinsics}
+    if len(k) != 4 or not (0 <= k["cx"] <= w and 0 <= k["cy"] <= h):
+        return None
+    derived = normals_from_depth(sample["depth"][0].numpy(), **k)
+    return sample["normals"].permute(1, 2, 0).numpy().copy(), derived
+
+
+def _check_axes(st: SplitStats, split: str) -> list[str]:
+    """A problem when the stored normals best match the depth-derived ones under another axis convention."""
+    from .nyud_convert import fit_normal_axes
+
+    try:
+        m, agreement = fit_normal_axes([a for a, _ in st.axes_pairs], [b for _, b in st.axes_pairs])
+    except DataError:
+        return []
+    st.widen("normals agreement with depth (mean cos)", agreement, agreement)
+    if np.array_equal(m, np.eye(3)):
+        return []
+    matrix = m.astype(int).tolist()
+    return [
+        f"{split}: the stored normals match the normals derived from depth (mean cos {agreement:.2f}) only after "
+        f"the axis change n_camera = M · n_stored with M = {matrix}: stored in another axis convention (a folder in "
+        f'the NYUD-MT layout converts on load with "normals_to_camera": {matrix} in its meta.json)'
+    ]
+
+
+def _towards_camera(normals: torch.Tensor, intrinsics: dict[str, float] | None) -> torch.Tensor:
+    """``n · ray`` per pixel of ``(3, H, W)`` normals, ray = ``((u − cx)/fx, (v − cy)/fy, 1)`` from ``intrinsics``
+    when they fit the image (principal point inside it), else ``(0, 0, 1)``; negative = facing the camera."""
+    h, w = normals.shape[-2:]
+    k = intrinsics or {}
+    if not all(key in k for key in ("fx", "fy", "cx", "cy")) or not (0 <= k["cx"] <= w and 0 <= k["cy"] <= h):
+        return normals[2]
+    k = {key: float(k[key]) for key in ("fx", "fy", "cx", "cy")}
+    u = (torch.arange(w, dtype=normals.dtype) - float(k["cx"])) / float(k["fx"])
+    v = (torch.arange(h, dtype=normals.dtype) - float(k["cy"])) / float(k["fy"])
+    return normals[0] * u[None, :] + normals[1] * v[:, None] + normals[2]
 
 
 def check_dataset(
@@ -213,6 +295,24 @@ def check_dataset(
             report.problems += _check_sample(sample, st, meta, f"{split}[{i}] ({sid})")
             if i in show:
                 rows.append((sample, meta))
+        if st.normals_valid:
+            share = st.normals_facing / st.normals_valid
+            st.widen("normals facing the camera (share)", share, share)
+            if share < MIN_FACING_SHARE:
+                report.problems.append(
+                    f"{split}: only {share:.0%} of the valid normals face the camera (expected nearly all in the "
+                    "camera frame x right, y down, z forward): normals stored in another axis convention?"
+                )
+        if st.axes_pairs:
+            report.problems += _check_axes(st, split)
+        if st.normals_horizontal:
+            up = st.normals_up / st.normals_horizontal
+            st.widen("horizontal normals facing up (share)", up, up)
+            if up < MIN_UP_SHARE:
+                report.problems.append(
+                    f"{split}: only {up:.0%} of the normals of horizontal surfaces face up (n_y < 0; expected most: "
+                    "floors and ground outnumber ceilings): normals stored with y pointing up?"
+                )
     if rows:
         path = Path(figure) if figure is not None else root / "data_check.png"
         report.figure = _draw(rows, report.tasks, path, title=f"{name}: {root}")

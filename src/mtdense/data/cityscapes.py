@@ -1,4 +1,4 @@
-"""Cityscapes (``cityscapes``, ``cityscapes16``, ``cityscapes7``): semseg, depth from disparity, normals, edges.
+"""Cityscapes (``cityscapes``, ``cityscapes16``, ``cityscapes7``, ``cityscapes8``): semseg, depth, normals, edges.
 
 The layout of the official download (Cordts et al., CVPR 2016; the ``leftImg8bit``, ``gtFine``,
 ``disparity`` and ``camera`` packages of cityscapes-dataset.com)::
@@ -14,12 +14,17 @@ A sample id is ``<city>/<city>_<seq>_<frame>``; a split is every ``leftImg8bit``
 
 * ``semseg``: label ids mapped through the official label table (``cityscapesscripts.helpers.labels``, used
   when the ``cityscapesscripts`` package is installed — ``pip install mtdense[cityscapes]`` — else the same
-  table kept in :data:`LABELS`, checked equal to the package's by the tests). Three protocols, one
+  table kept in :data:`LABELS`, checked equal to the package's by the tests). Four protocols, one
   registered name each: ``cityscapes`` the 19 ``trainId`` classes; ``cityscapes16`` the 16 classes shared
   with SYNTHIA (the 19 without terrain, truck and train, in trainId order); ``cityscapes7`` the 7 categories
   (flat, construction, object, nature, sky, human, vehicle) of the 19 evaluated classes — *choice*: the
   classes with ``ignoreInEval`` (parking, guard rail, caravan, …) stay ignored here as in the 19-class
-  protocol, so the 7-class map is a coarsening of the 19-class one. Every other id is 255.
+  protocol, so the 7-class map is a coarsening of the 19-class one; ``cityscapes8`` the 8 classes shared
+  with Virtual KITTI 2 (:data:`VKITTI2_SHARED`: road, building, pole, traffic light, traffic sign, vegetation,
+  sky, and vehicle = car and bus), on which DenseMTL (Lopes et al., WACV 2023, Table 6) scores VKITTI2 →
+  Cityscapes. The paper does not list the 8 classes; their grouping follows the authors' released protocol
+  (their DenseMTL code's 8-class VKITTI2/Cityscapes mapping); ``vkitti2_8``
+  (:mod:`mtdense.data.vkitti2`) maps VKITTI2 onto the same class ids, names and colours. Every other id is 255.
 * ``depth``: the Cityscapes README's disparity encoding: for a stored ``p > 0`` the disparity is
   ``d = (p − 1) / 256`` pixels, ``p = 0`` is invalid; depth = ``baseline · fx / d`` metres, with ``baseline``
   and ``fx`` from the image's camera JSON; invalid pixels and ``d = 0`` (infinitely far) are 0.
@@ -105,10 +110,19 @@ CATEGORY_NAMES = ("flat", "construction", "object", "nature", "sky", "human", "v
 """The 7 categories, category id 1..7 → class 0..6."""
 SYNTHIA16_DROPPED = ("terrain", "truck", "train")
 """The 3 of the 19 classes that SYNTHIA lacks; the 16-class protocol drops them."""
+VKITTI2_SHARED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("road", ("road",)), ("building", ("building",)), ("pole", ("pole",)), ("traffic light", ("traffic light",)),
+    ("traffic sign", ("traffic sign",)), ("vegetation", ("vegetation",)), ("sky", ("sky",)),
+    ("vehicle", ("car", "bus")),
+)  # fmt: skip
+"""The 8-class protocol shared with Virtual KITTI 2 (module docstring): (class name, the Cityscapes labels it
+groups), class id = position; its colour is that of its first label."""
 NUM_LABEL_IDS = 34
 """Label ids stored in ``gtFine_labelIds.png``: 0..33."""
 TASKS = ("semseg", "depth", "normals", "edge")
 SPLITS = ("train", "val", "test")
+PROTOCOL_NAMES = {19: "cityscapes", 16: "cityscapes16", 8: "cityscapes8", 7: "cityscapes7"}
+"""Number of classes → registered dataset name."""
 
 
 def label_table() -> tuple[Label, ...]:
@@ -125,7 +139,7 @@ def label_table() -> tuple[Label, ...]:
 
 
 def protocol(num_classes: int, table: Sequence[Label] | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """``(lut, class_names, palette)`` of the 19-, 16- or 7-class protocol: ``lut[label_id]`` = class or 255."""
+    """``(lut, class_names, palette)`` of the 19-, 16-, 8- or 7-class protocol: ``lut[label_id]`` = class or 255."""
     table = label_table() if table is None else table
     evaluated = sorted((lab for lab in table if not lab.ignore_in_eval and 0 <= lab.train_id < IGNORE),
                        key=lambda lab: lab.train_id)  # fmt: skip
@@ -139,8 +153,15 @@ def protocol(num_classes: int, table: Sequence[Label] | None = None) -> tuple[np
             lut[lab.id] = lab.category_id - 1
         colours = {lab.category_id: lab.color for lab in reversed(evaluated)}  # first class of each category
         return lut, list(CATEGORY_NAMES), np.array([colours[c + 1] for c in range(7)], np.uint8)
+    elif num_classes == 8:
+        by_name = {lab.name: lab for lab in table}
+        for k, (_, members) in enumerate(VKITTI2_SHARED):
+            for member in members:
+                lut[by_name[member].id] = k
+        colours = [by_name[members[0]].color for _, members in VKITTI2_SHARED]
+        return lut, [name for name, _ in VKITTI2_SHARED], np.array(colours, np.uint8)
     else:
-        raise ValueError(f"Cityscapes protocol: expected 19, 16 or 7 classes, got {num_classes}")
+        raise ValueError(f"Cityscapes protocol: expected 19, 16, 8 or 7 classes, got {num_classes}")
     for k, lab in enumerate(kept):
         lut[lab.id] = k
     return lut, [lab.name for lab in kept], np.array([lab.color for lab in kept], np.uint8)
@@ -183,7 +204,7 @@ class Cityscapes(FolderDataset):
     supported_tasks = TASKS
 
     def __init__(self, root: str | os.PathLike, *, split: str, tasks: Sequence[str], num_classes: int = 19) -> None:
-        self.name = {19: "cityscapes", 16: "cityscapes16", 7: "cityscapes7"}.get(num_classes, "cityscapes")
+        self.name = PROTOCOL_NAMES.get(num_classes, "cityscapes")
         super().__init__(root, split=split, tasks=tasks)
         self.lut, names, palette = protocol(num_classes)
         self.meta: dict[str, Any] = {
@@ -253,3 +274,9 @@ def open_cityscapes16(root: str | Path, *, split: str, tasks: Sequence[str]) -> 
 def open_cityscapes7(root: str | Path, *, split: str, tasks: Sequence[str]) -> Cityscapes:
     """Cityscapes, the 7 categories (module docstring)."""
     return Cityscapes(root, split=split, tasks=tasks, num_classes=7)
+
+
+@register_dataset("cityscapes8")
+def open_cityscapes8(root: str | Path, *, split: str, tasks: Sequence[str]) -> Cityscapes:
+    """Cityscapes, the 8 classes shared with Virtual KITTI 2 (module docstring)."""
+    return Cityscapes(root, split=split, tasks=tasks, num_classes=8)

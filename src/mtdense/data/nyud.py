@@ -18,10 +18,14 @@ silently on wrong labels), and a missing one is also how an interrupted ``mtdens
 version; the reader checks the counts against ``gt_sets/`` and that every listed image is on disk,
 so a half-rendered folder is an error naming what is missing, never a silently smaller split.
 
-Normals are returned in the frame they are stored in. The synthetic writer stores the data
-contract's camera frame (x right, y down, z forward, facing the camera); the axis convention of
-the public NYUD-MT release is not documented in the reference (*unverified*), so check it before
-comparing normals across the two.
+Normals come out in the data contract's camera frame (x right, y down, z forward, facing the camera), the
+frame the synthetic writer and ``mtdense data convert nyud`` store. A folder stored in another axis convention
+says so in ``meta.json``: ``"normals_to_camera"``, the 3×3 signed permutation ``M`` with ``n_camera = M · n_stored``,
+applied on load. The public NYUD-MT release documents no convention; it is established on the user's own files
+by ``mtdense data check`` (:mod:`mtdense.data.check`): with ``"intrinsics"`` in ``meta.json`` (NYU's:
+``{"fx": 518.8579, "fy": 519.4696, "cx": 325.5824, "cy": 253.7362}``) it fits the signed axis permutation that
+maps the stored normals onto normals derived from the depth maps (as the converter does for Eigen's release) and,
+when that is not the identity, reports the ``normals_to_camera`` matrix to write.
 
 The reader returns un-augmented samples; augmentation is the engine's job
 (:class:`mtdense.engine.data.Augmented`, which draws each sample's generator from
@@ -103,6 +107,23 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
+def _axes_matrix(value: Any, path: Path) -> np.ndarray | None:
+    """``meta.json``'s ``normals_to_camera`` as a float32 3×3 signed permutation, or None when absent."""
+    if value is None:
+        return None
+    try:
+        m = np.asarray(value, dtype=np.float64) if isinstance(value, list) else np.zeros(0)
+    except (TypeError, ValueError):  # ragged or non-numeric lists
+        m = np.zeros(0)
+    ok = m.shape == (3, 3) and set(np.unique(np.abs(m)).tolist()) <= {0.0, 1.0}
+    if not ok or not (np.abs(m).sum(0) == 1).all() or not (np.abs(m).sum(1) == 1).all():
+        raise DataError(
+            f"{path}: normals_to_camera: expected a 3x3 signed permutation matrix (one ±1 per row and column), "
+            f"got {value!r}"
+        )
+    return m.astype(np.float32)
+
+
 class NYUDMT(IndexedDataset):
     """A split of a dataset in the NYUD-MT layout (module docstring) as a torch Dataset.
 
@@ -154,6 +175,7 @@ class NYUDMT(IndexedDataset):
         palette = self.meta.get("palette")
         self.palette = None if palette is None else np.asarray(palette, np.uint8).reshape(-1, 3)
         self.intrinsics = self.meta.get("intrinsics")
+        self.normals_to_camera = _axes_matrix(self.meta.get("normals_to_camera"), self.root / "meta.json")
         # raw label → class: 0 (void) → 255, k → k − 1; values above num_classes are rejected on load
         self._lut = np.full(256, IGNORE, np.uint8)
         self._lut[1 : self.num_classes + 1] = np.arange(self.num_classes, dtype=np.uint8)
@@ -216,7 +238,10 @@ class NYUDMT(IndexedDataset):
             normals = read_npy(path)
             check_hw(path, normals.shape, hw, channels=3)
             normals = normals.astype(np.float32, copy=False)
-            raw["normals"] = np.where(np.isfinite(normals), normals, np.float32(0.0))
+            normals = np.where(np.isfinite(normals), normals, np.float32(0.0))
+            if self.normals_to_camera is not None:
+                normals = normals @ self.normals_to_camera.T
+            raw["normals"] = normals
         if "edge" in self.tasks:
             path = self.root / "edge" / f"{sid}.npy"
             edge = read_npy(path)

@@ -25,13 +25,19 @@ Targets (the data contract of :func:`mtdense.data.open_dataset`):
 * ``saliency``: ``p / 255 > 0.5`` as {0, 1}.
 * ``normals``: ``2·p/255 − 1`` renormalised to unit length, kept only on pixels whose LabelMap class is one
   that also exists in NYU Depth v2 (:data:`NORMALS_VALID_CONTEXT_IDS`, where the distilling network was
-  trained), zero elsewhere. Axis convention: the maps were distilled from a
-  network trained on NYU Depth v2 normals, so we take them to use the NYU Depth colouring, as the
-  2D-3D-Semantics release (Armeni et al., 2017) documents the convention it copies from NYU: red = x to the
-  right, green = y downwards, blue = z towards the camera (a normal facing the camera is stored as
-  (128, 128, 255)). The data contract's camera frame has x right, y down, z forward with normals facing the
-  camera, so only z is negated (:data:`RELEASE_TO_CAMERA`). *Unverified* on the PASCAL files themselves (none
-  are available here): check a few images before comparing normals numbers with other codebases.
+  trained), zero elsewhere, and turned into the camera frame by :data:`RELEASE_TO_CAMERA` (z negated). The
+  release documents no axis convention; it is established as follows. (1) Channel 0 is the horizontal axis:
+  the benchmark's own loader (ASTMT's ``custom_transforms.py``, reused by MTI-Net) negates it, and only it, on a
+  horizontal flip. (2) Channels 0 and 1 point right and down (or both the opposite way): its rotation
+  augmentation turns ``(n₁, n₀)`` by ``+θ`` when ``cv2.getRotationMatrix2D`` turns the picture by ``θ``
+  counter-clockwise on screen, which is the picture's rotation only if ``(n₀, n₁)`` = (right, down) or
+  (left, up). (3) We take (right, down) with z towards the viewer, the usual colouring of camera-frame normal
+  maps (a surface facing the camera stored light blue, (128, 128, 255)): a *choice*, not documented by the
+  release. (4) It is checked on the user's files by ``mtdense data check`` (:mod:`mtdense.data.check`): in the
+  camera frame nearly every valid normal faces the camera (``n_z < 0`` here, as PASCAL has no intrinsics) and
+  horizontal surfaces mostly face up (``n_y < 0``); a wrong z sign fails the first statistic, the opposite
+  choice of (2) the second (tested on fixtures). No PASCAL file was available where this was written, so the
+  check has not been run on the real release: run it once before comparing normals numbers.
 * ``edge``: ``thin(|Laplacian(LabelMap)| > 0)`` (:func:`~mtdense.data._readers.label_edges`); evaluate with
   ``eval.edge_max_dist: 0.0075`` (the SEISM default the PASCAL benchmark uses).
 
@@ -86,7 +92,8 @@ NORMALS_VALID_CONTEXT_IDS = frozenset(
 NYU Depth v2 class names (``unknown`` excluded), plus ``tvmonitor`` (427, NYU's "television"): the classes on
 which ASTMT keeps the distilled normals. Derived from the two official class lists (170 ids)."""
 RELEASE_TO_CAMERA = np.array([1.0, 1.0, -1.0], np.float32)
-"""Per-axis signs from the distilled normals (NYU colouring: x right, y down, z to the viewer) to the camera frame."""
+"""Per-axis signs from the distilled normals (x right, y down, z towards the viewer; module docstring) to the camera
+frame (x right, y down, z forward)."""
 TASKS = ("semseg", "parts", "saliency", "normals", "edge")
 SPLITS = ("train", "val")
 

@@ -12,8 +12,9 @@ The builder returns a ``torch.utils.data.Dataset`` whose samples follow the data
 float32 ``(1, H, W)`` in {0, 1}; ``parts`` int64 ``(H, W)``, 255 = ignore; ``saliency`` float32
 ``(1, H, W)``) and which exposes ``meta`` (a dict: ``num_classes``, ``class_names``, ``palette`` and,
 where known, ``intrinsics``). Adding a dataset is one file plus its ``@register_dataset`` line (and
-one import in :mod:`mtdense.data`). ``detect=`` optionally registers a test "does this folder look like
-this dataset?" used by ``mtdense data check ROOT`` when no ``--dataset`` is given.
+its module's name in :data:`mtdense.data.BUILTIN_DATASET_MODULES`, which :func:`open_dataset`, :func:`list_datasets`
+and :func:`detect_dataset` import). ``detect=`` optionally registers a test "does this folder look like this
+dataset?" used by ``mtdense data check ROOT`` when no ``--dataset`` is given.
 
 Partially labelled samples: a dataset asked for a task it has no target for (raw NYUD frames have
 depth but no labels) returns that target filled with the task's ignore value, :func:`missing_target`
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from mtdense.data import import_builtin_datasets
 from mtdense.errors import ConfigError
 
 DatasetBuilder = Callable[..., Dataset]
@@ -78,8 +80,7 @@ def register_dataset(
 
 def open_dataset(name: str, root: str | Path, *, split: str, tasks: Sequence[str]) -> Dataset:
     """Open split ``split`` of dataset ``name`` stored at ``root`` with the targets of ``tasks``."""
-    import mtdense.data  # noqa: F401  (importing the package registers every dataset)
-
+    import_builtin_datasets()
     if name not in DATASETS:
         raise ConfigError(f"data.dataset: unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name](root, split=split, tasks=tuple(tasks))
@@ -87,8 +88,7 @@ def open_dataset(name: str, root: str | Path, *, split: str, tasks: Sequence[str
 
 def list_datasets() -> list[str]:
     """Names of every registered dataset."""
-    import mtdense.data  # noqa: F401
-
+    import_builtin_datasets()
     return sorted(DATASETS)
 
 
@@ -99,6 +99,7 @@ def detect_dataset(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder not found: {root}")
+    import_builtin_datasets()
     hits = [name for name, detect in sorted(DETECTORS.items()) if detect(root)]
     if len(hits) != 1:
         what = "no known dataset layout" if not hits else f"several layouts ({', '.join(hits)})"

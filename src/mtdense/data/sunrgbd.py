@@ -19,9 +19,12 @@ present. The release keeps the 37-class maps only in ``SUNRGBDtoolbox/Metadata/S
 preparation scripts (a ``label37.png`` with the same values is accepted too).
 
 * ``semseg``: the map with 0 → 255 (ignore) and k → k − 1; values above 37 are an error.
-* ``depth``: the SUN RGB-D toolbox's decoding: the stored 16-bit value is rotated right by 3 bits,
-  ``(d >> 3) | (d << 13)`` on 16 bits, and divided by 1000 (metres); 0 = invalid; values beyond
-  :data:`MAX_DEPTH` are clipped to it (*unverified*: 8 m is the toolbox's cap; some works use 10 m).
+* ``depth``: the SUN RGB-D toolbox's decoding (``SUNRGBDtoolbox/readData/read3dPoints.m``, the official reader,
+  and SUN3D's ``depthRead.m``, whose encoding SUN RGB-D keeps): the stored 16-bit value is rotated right by 3
+  bits, ``bitor(bitshift(d, -3), bitshift(d, 16 - 3))`` i.e. ``(d >> 3) | (d << 13)`` on 16 bits, and divided by
+  1000 (millimetres → metres); 0 = invalid; values beyond :data:`MAX_DEPTH` are set to it. *Established from*
+  ``read3dPoints.m``, which sets depths above 8 m to 8 (``depthInpaint(depthInpaint > 8) = 8``); derived copies
+  of that file in other repositories raise the cap to 10 m, which is not the toolbox's.
 * ``normals``: derived from the depth and ``intrinsics.txt``
   (:func:`~mtdense.data._geometry.normals_from_depth`: x right, y down, z forward, facing the camera).
 * ``edge``: ``thin(|Laplacian(L)| > 0)`` of the semseg map (:func:`~mtdense.data._readers.label_edges`).
@@ -45,7 +48,7 @@ from .registry import register_dataset
 
 NUM_CLASSES = 37
 MAX_DEPTH = 8.0
-"""Depth cap in metres (*unverified*, module docstring)."""
+"""Depth cap in metres, the official toolbox's (module docstring)."""
 TASKS = ("semseg", "depth", "normals", "edge")
 SPLITS = ("train", "test")
 ALLSPLIT = Path("SUNRGBDtoolbox") / "traintestSUNRGBD" / "allsplit.mat"

@@ -1,8 +1,9 @@
 """Checkpoints: atomic writes, safe loads, and run-directory resolution.
 
 A checkpoint is a ``torch.save`` dict with at least ``"model"`` (the state_dict), ``"optimizer"``,
-``"step"``, plus ``"scheduler"``, ``"balancer"``, ``"rng"`` (for exact resume) and ``"config"``
-(the resolved config as plain data). Loading always uses ``torch.load(..., weights_only=True)``: a
+``"step"``, plus ``"scheduler"``, ``"balancer"``, ``"rng"`` (for exact resume), ``"extensions"`` (each
+trainer extension's state under its name, :mod:`mtdense.engine.extensions`) and ``"config"`` (the resolved
+config as plain data). Loading always uses ``torch.load(..., weights_only=True)``: a
 checkpoint from the internet cannot run code. Writes go to a temporary file in the same folder, are
 flushed to disk and renamed into place (``os.replace``), so a write killed at any point (even by
 ``kill -9``) leaves the previous checkpoint intact.
@@ -175,10 +176,23 @@ def config_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, 
     }
 
 
+def _absent_as_none(old: Any, new: Any) -> bool:
+    return (isinstance(old, str) and old == _ABSENT and new is None) or (
+        isinstance(new, str) and new == _ABSENT and old is None
+    )
+
+
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], *, source: str) -> None:
     """Raise :class:`ConfigError` listing ``key: old → new`` for every change outside
-    :data:`RESUME_MAY_CHANGE` between the config saved in ``source`` and the one given now."""
-    changed = {k: v for k, v in config_changes(saved, current).items() if k not in RESUME_MAY_CHANGE}
+    :data:`RESUME_MAY_CHANGE` between the config saved in ``source`` and the one given now.
+
+    A key the saved config lacks and the current one holds as ``None`` (an optional section such as ``uda`` or
+    ``data.val_data``, added to the schema after the checkpoint was written, left off) is no change."""
+    changed = {
+        k: (old, new)
+        for k, (old, new) in config_changes(saved, current).items()
+        if k not in RESUME_MAY_CHANGE and not _absent_as_none(old, new)
+    }
     if changed:
         lines = "\n".join(f"  {k}: {old!r} → {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(

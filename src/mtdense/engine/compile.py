@@ -23,6 +23,11 @@ same model and input shape compiles much faster. Whether the compiled step is fa
 measured on that machine yet, so no shipped config turns it on; ``benchmarks/bench_train_step.py``
 compares compiled, eager and a reference version side by side.
 
+Inference (``mtdense predict --compile``): :func:`compile_for_inference` compiles the eval-mode
+forward pass the same way, for whatever image sizes come (one static compile, then one with dynamic
+height and width); ``benchmarks/bench_inference.py`` measures it against eager fp32, bf16 autocast and
+ONNX Runtime, compile time apart.
+
 Fallbacks and errors:
 
 * a missing prerequisite (no ``torch.compile`` support for this Python, no C++ compiler for the CPU
@@ -44,9 +49,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtdense.errors import TrainingError
+from mtdense.errors import MtdenseError, TrainingError
 
-__all__ = ["CompiledForward", "compile_for_training", "compile_unavailable_reason"]
+__all__ = ["CompiledForward", "compile_for_inference", "compile_for_training", "compile_unavailable_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +83,34 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
         if not has_triton():
             return "the CUDA backend of torch.compile (Inductor) needs Triton, which is not installed"
     else:
-        return f"train.compile supports the CPU and CUDA, not {device.type!r}"
+        return f"compiling supports the CPU and CUDA, not {device.type!r}"
     return None
 
 
 class CompiledForward(nn.Module):
-    """A model's forward pass through ``torch.compile``, turning compilation failures into
-    :class:`~mtdense.errors.TrainingError`.
+    """A model's forward pass through ``torch.compile``, turning compilation failures into a named
+    :class:`~mtdense.errors.MtdenseError` (:class:`~mtdense.errors.TrainingError` by default).
 
     Holds the model (``self.model``, parameters shared) and its compiled twin; ``forward`` takes and
-    returns what the model's does. ``backend`` is ``torch.compile``'s (Inductor by default).
+    returns what the model's does. ``backend`` and ``dynamic`` are ``torch.compile``'s (Inductor, static
+    shapes by default). ``option`` names the setting that asked for compiling and ``way_out`` how to do
+    without it, both for the error, of class ``error``.
     """
 
-    def __init__(self, model: nn.Module, *, backend: str | Callable[..., Any] = "inductor") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        backend: str | Callable[..., Any] = "inductor",
+        dynamic: bool | None = False,
+        option: str = "train.compile",
+        way_out: str = "set train.compile=false to train without compiling",
+        error: type[MtdenseError] = TrainingError,
+    ) -> None:
         super().__init__()
         self.model = model
-        self.compiled = torch.compile(model, backend=backend, dynamic=False)
+        self.option, self.way_out, self.error = option, way_out, error
+        self.compiled = torch.compile(model, backend=backend, dynamic=dynamic)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError, Unsupported
@@ -103,10 +120,9 @@ class CompiledForward(nn.Module):
         except (BackendCompilerFailed, InternalTorchDynamoError, Unsupported) as e:
             cause = getattr(e, "inner_exception", None) or e  # the compiler's own error, if wrapped
             lines = [line for line in str(cause).splitlines() if line.strip()]
-            raise TrainingError(
-                f"train.compile: torch.compile failed on the model {type(self.model).__name__} "
-                f"({type(cause).__name__}: {lines[0].strip() if lines else 'no message'}); "
-                "set train.compile=false to train without compiling"
+            raise self.error(
+                f"{self.option}: torch.compile failed on the model {type(self.model).__name__} "
+                f"({type(cause).__name__}: {lines[0].strip() if lines else 'no message'}); {self.way_out}"
             ) from e
 
 
@@ -121,3 +137,23 @@ def compile_for_training(model: nn.Module, *, device: torch.device) -> nn.Module
         log.warning("train.compile: %s; training without compiling (same results, slower)", reason)
         return model
     return CompiledForward(model)
+
+
+def compile_for_inference(model: nn.Module, *, device: torch.device) -> nn.Module:
+    """``model``'s forward pass compiled for inference on ``device`` (``mtdense predict --compile``), or
+    ``model`` itself, with a logged warning, when a prerequisite is missing.
+
+    Differences from :func:`compile_for_training`, and why: the first image's shape is compiled
+    statically and a second shape recompiles once with dynamic height and width (``dynamic=None``),
+    because the images of one ``predict`` call may have any size; called under ``torch.no_grad`` (as
+    :func:`mtdense.engine.inference.predict_image` does), Inductor compiles the forward graph only. A
+    failure while compiling is an :class:`~mtdense.errors.MtdenseError` naming ``--compile``.
+    Put ``model`` in eval mode first: the compiled graph follows the mode it was traced in.
+    """
+    reason = compile_unavailable_reason(device)
+    if reason is not None:
+        log.warning("predict --compile: %s; predicting without compiling (same results, slower)", reason)
+        return model
+    return CompiledForward(
+        model, dynamic=None, option="predict --compile", way_out="run predict without --compile", error=MtdenseError
+    )

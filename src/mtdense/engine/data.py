@@ -79,32 +79,40 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.steps_per_epoch
 
 
-def _synth_meta_matches(root: Path, cfg: Config) -> bool:
+def _synth_meta_mismatches(root: Path, cfg: Config) -> list[str]:
+    """What differs between ``data.synth`` and the ``meta.json`` of the synthetic dataset at ``root``, as
+    ``"key: on disk X, configured Y"`` lines (empty: the folder is the configured dataset). A ``meta.json``
+    without ``style`` predates styles: its images are style ``a``'s (which renders as the generator always did)."""
     from mtdense.data.synthetic.families import GENERATOR_VERSION
 
     spec = cfg.data.synth
     meta_path = root / "meta.json"
     if spec is None or not meta_path.is_file():
-        return True
+        return []
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{meta_path}: corrupt or unreadable JSON ({e}); delete {root} to render it again") from None
-    return (
-        isinstance(meta, dict)
-        and meta.get("family") == spec.family
-        and list(meta.get("size", [])) == list(spec.size)
-        and meta.get("seed") == spec.seed
-        and meta.get("generator_version") == GENERATOR_VERSION
-    )
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}; delete {root}")
+    expected = {
+        "family": spec.family,
+        "style": spec.style,
+        "size": list(spec.size),
+        "seed": spec.seed,
+        "generator_version": GENERATOR_VERSION,
+    }
+    found = {**meta, "style": meta.get("style", "a"), "size": list(meta.get("size", []))}
+    return [f"{k}: on disk {found.get(k)!r}, configured {v!r}" for k, v in expected.items() if found.get(k) != v]
 
 
 def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
     """The dataset folder; the synthetic benchmark is rendered there first if it is not on disk yet.
 
     A synthetic folder without ``meta.json`` — the writer's completion marker, written last — is an
-    interrupted rendering and is rendered again; one rendered with other settings or by another
-    generator version is an error (the folder may hold results a user wants to keep).
+    interrupted rendering and is rendered again; one rendered with other settings (family, style, size,
+    seed) or by another generator version is an error naming the differences (the folder may hold results
+    a user wants to keep).
     """
     root = Path(cfg.data.root).expanduser()
     if cfg.data.dataset == "synthetic":
@@ -123,12 +131,13 @@ def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
                 size=tuple(spec.size),
                 seed=spec.seed,
                 family=spec.family,
+                style=spec.style,
                 progress=progress,
             )
-        elif spec is not None and not _synth_meta_matches(root, cfg):
+        elif spec is not None and (diff := _synth_meta_mismatches(root, cfg)):
             raise DataError(
-                f"{root} holds a synthetic dataset rendered with other settings than data.synth (family, size, "
-                "seed) or by another generator version; delete it or point data.root elsewhere"
+                f"{root} holds a synthetic dataset rendered with other settings than data.synth or by another "
+                f"generator version ({'; '.join(diff)}); delete it or point data.root elsewhere"
             )
     if not root.is_dir():
         raise DataError(f"dataset folder does not exist: {root}")

@@ -6,6 +6,11 @@ training's own ``RUN/results.json`` is left alone, and ``mtdense eval RUN --spli
 run directory, ``<stem>_eval_S.json`` beside it, numbered the same way). ``--out FILE`` writes FILE,
 creating its folder; an existing FILE or a folder of that name is refused.
 
+Which data. The evaluation reads what the training evaluated on: a run whose config has ``data.val_data``
+(a model trained on a source domain, scored on a target domain: DenseMTL's Table 6) is evaluated on that
+dataset and root (:func:`mtdense.engine.setup.eval_config`), every other run on ``data.dataset``;
+``--data-root`` replaces the folder of whichever is read.
+
 Δm (MTI-Net Eq. 2, :func:`mtdense.metrics.multitask_delta`) is attached by :func:`attach_delta` against
 a single-task results JSON ``{task: {metric: value}}``; the baseline must hold every task of the model
 (Δm over fewer tasks than the model has would be a different number under the same name).
@@ -104,14 +109,19 @@ def evaluate_run(
     device: str | torch.device | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate ``run`` on ``split`` on ``device`` (default: CUDA when available); returns the results and
-    the JSON file written (module docstring). Bad paths and baselines fail before the evaluation runs."""
+    the JSON file written (module docstring). Bad paths and baselines fail before the evaluation runs.
+
+    The data are those the trainer evaluated on: the run's ``data.val_data`` when it has one (a source-only or
+    UDA run is scored on its target domain; its classes must be the training set's, as the trainer checks),
+    else ``data.dataset``; ``data_root`` replaces that dataset's folder."""
     from mtdense.engine import data as D
     from mtdense.engine.evaluator import evaluate
     from mtdense.engine.inference import load_run, pick_device
+    from mtdense.engine.setup import check_label_space, eval_config
 
     dev = pick_device(device)
     loaded = load_run(run, device=dev)
-    cfg = loaded.cfg
+    cfg = eval_config(loaded.cfg)  # data.val_data (a target domain) when the run has one, as the trainer
     path = results_path(run, loaded.source, split, out)
     baseline = baseline or cfg.eval.baseline
     if baseline:
@@ -120,7 +130,10 @@ def evaluate_run(
         cfg.data.root = str(data_root)
     cfg.data.cache = False
     root = D.prepare_dataset_root(cfg, progress=True)
-    dataset = D.Augmented(D.build_base_dataset(cfg, split, root=root), D.build_eval_transform(cfg), seed=cfg.seed)
+    base = D.build_base_dataset(cfg, split, root=root)
+    if cfg is not loaded.cfg and loaded.meta.get("num_classes") is not None:
+        check_label_space(loaded.meta, D.dataset_meta(base), what=f"data.val_data ({cfg.data.root})")
+    dataset = D.Augmented(base, D.build_eval_transform(cfg), seed=cfg.seed)
     tasks = {t: loaded.tasks[t] for t in cfg.data.tasks}
     results: dict[str, Any] = evaluate(
         loaded.model,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtdense.config.load import config_to_dict, validate_config
+from mtdense.config.load import validate_config
 from mtdense.config.schema import Config
 from mtdense.engine.checkpoint import load_checkpoint, load_model_state, resolve_checkpoint
 from mtdense.engine.setup import build_model_for, build_tasks
@@ -97,23 +97,11 @@ def load_run(run_or_ckpt: str | Path, *, device: torch.device | None = None) -> 
 
 
 def export_safetensors(run_or_ckpt: str | Path, out: str | Path) -> Path:
-    """Write release weights (model state_dict only, no optimiser) with the config and meta as metadata."""
-    from safetensors.torch import save_file
+    """Write release weights (model state_dict only, no optimiser) with the config and meta as metadata;
+    :func:`mtdense.engine.export.export_run` with ``fmt="safetensors"``, replacing ``out``."""
+    from mtdense.engine.export import export_run
 
-    run = load_run(run_or_ckpt)
-    tensors = {k: v.detach().contiguous().clone() for k, v in run.model.state_dict().items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        tensors,
-        str(out),
-        metadata={
-            "config": json.dumps(config_to_dict(run.cfg)),
-            "meta": json.dumps(run.meta),
-            "format": "mtdense-1",
-        },
-    )
-    return out
+    return export_run(run_or_ckpt, fmt="safetensors", out=out, overwrite=True)
 
 
 def find_images(inputs: list[str | Path]) -> list[Path]:
@@ -164,7 +152,7 @@ def predict_image(run: LoadedRun, rgb: np.ndarray, *, max_side: int = 1024) -> d
     Images whose longer side exceeds ``max_side`` are processed at a proportionally reduced size and
     the predictions resized back (bilinear), which bounds memory on large photos.
     """
-    device = next(run.model.parameters()).device
+    device = next(run.model.parameters(), torch.empty(0)).device  # no parameters (ONNX Runtime model): CPU
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
     h, w = x.shape[-2:]
     scale = min(1.0, max_side / max(h, w))

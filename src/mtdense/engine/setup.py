@@ -1,17 +1,18 @@
 """Turn a validated :class:`~mtdense.config.Config` into objects: tasks, model, balancer, optimiser,
-schedule. This is the only place where config values become constructor arguments (detectron2
-style): the library classes take plain typed arguments.
+schedule, trainer extensions (:data:`EXTENSIONS`, e.g. ``uda:`` → MTL-UDA). This is the only place where
+config values become constructor arguments (detectron2 style): the library classes take plain typed arguments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtdense.config.schema import Config
+from mtdense.config.schema import Config, DomainData
+from mtdense.engine.extensions import TrainerExtension
 from mtdense.errors import ConfigError
 from mtdense.tasks import Task, task_class
 
@@ -154,8 +155,19 @@ def build_optimizer(cfg: Config, model: nn.Module, balancer: nn.Module) -> torch
     )
     params = [g for g in params if g["params"]]
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay)
+        return _adam(params, lr=t.lr, betas=(t.betas[0], t.betas[1]), weight_decay=t.weight_decay)
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+
+
+def _adam(params: list[dict[str, Any]], **kwargs: Any) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused kernel where the installed torch has one for the parameters' device
+    (CPU since torch 2.4, CUDA): the same update up to float rounding, one kernel instead of a loop of small
+    ones (measured on 2 CPU cores: 18 ms instead of 73 ms for MTI-Net's 711 parameter tensors). Falls back to
+    the default implementation where fused is not supported (e.g. MPS)."""
+    try:
+        return torch.optim.Adam(params, fused=True, **kwargs)
+    except RuntimeError:
+        return torch.optim.Adam(params, **kwargs)
 
 
 def schedule_factor(cfg: Config, step: int, length: int) -> float:
@@ -200,3 +212,84 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> torch.opti
         (lambda step, phase=int(g.get("phase", 1)): lr_factor(cfg, step, phase=phase)) for g in optimizer.param_groups
     ]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+# -- other datasets than data.dataset (a target domain) and trainer extensions ---------------------------------
+
+
+def domain_config(cfg: Config, domain: DomainData) -> Config:
+    """``cfg`` reading ``domain`` (its ``dataset``, ``root``, ``synth``) instead of ``data.dataset`` (without
+    ``data.extra`` or ``data.val_data``): opens another domain with the same tasks, transforms and caching."""
+    data = cfg.data.model_copy(
+        update={"dataset": domain.dataset, "root": domain.root, "synth": domain.synth, "extra": [], "val_data": None}
+    )
+    return cfg.model_copy(update={"data": data})
+
+
+def eval_config(cfg: Config) -> Config:
+    """The config whose ``data`` the evaluation reads: ``cfg`` itself, or with ``data.val_data`` as the dataset
+    (and its ``eval_size`` when given)."""
+    domain = cfg.data.val_data
+    if domain is None:
+        return cfg
+    out = domain_config(cfg, domain)
+    if domain.eval_size is not None:
+        out = out.model_copy(update={"data": out.data.model_copy(update={"eval_size": list(domain.eval_size)})})
+    return out
+
+
+def check_label_space(source: Mapping[str, Any], other: Mapping[str, Any], *, what: str) -> None:
+    """A :class:`ConfigError` naming ``what`` when ``other``'s classes (dataset meta: ``num_classes`` and, where
+    both give them, ``class_names``) differ from ``source``'s: a model cannot be scored on another label space."""
+    a = (source.get("num_classes"), source.get("class_names"))
+    b = (other.get("num_classes"), other.get("class_names"))
+    if a[0] != b[0] or (a[1] is not None and b[1] is not None and list(a[1]) != list(b[1])):
+        raise ConfigError(
+            f"{what}: its dataset has classes {b[0]} {b[1] or ''} but the training dataset has {a[0]} {a[1] or ''}; "
+            "a target domain must share the source's label space"
+        )
+
+
+def build_uda(cfg: Config, *, progress: bool = True) -> TrainerExtension:
+    """The MTL-UDA extension of ``cfg.uda`` (:class:`mtdense.engine.uda.UdaExtension`): the target split
+    ``uda.target.split`` opened like the training set (rendered first if synthetic and missing; the training
+    augmentation with ``uda.target.scales`` if given, seeded with ``seed + 1``), the discriminator settings,
+    ``train.max_steps`` for their poly decay."""
+    import torch.distributed as dist
+
+    from mtdense.engine import data as D
+    from mtdense.engine.uda import UdaExtension
+
+    u = cfg.uda
+    assert u is not None
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise ConfigError("uda: domain adaptation trains in a single process (its discriminators are not DDP)")
+    target_cfg = domain_config(cfg, u.target)
+    if u.target.scales is not None:
+        target_cfg.data = target_cfg.data.model_copy(update={"scales": list(u.target.scales), "scale_range": None})
+    root = D.prepare_dataset_root(target_cfg, progress=progress)
+    base = D.build_base_dataset(target_cfg, u.target.split, root=root)
+    return UdaExtension(
+        D.Augmented(base, D.build_train_transform(target_cfg), seed=cfg.seed + 1),
+        batch_size=u.batch_size or cfg.train.batch_size,
+        seed=cfg.seed + 1,
+        adv_weight=u.adv_weight,
+        lr=u.lr,
+        betas=(u.betas[0], u.betas[1]),
+        poly_power=u.poly_power,
+        max_steps=cfg.train.max_steps,
+        disc_channels=u.disc_channels,
+        side_outputs=u.side_outputs,
+        num_workers=cfg.data.num_workers,
+        init_seed=cfg.seed,
+    )
+
+
+#: optional top-level config section → builder of its trainer extension (:mod:`mtdense.engine.extensions`);
+#: the trainer gets one extension per section present in the config, in this order
+EXTENSIONS: dict[str, Callable[..., TrainerExtension]] = {"uda": build_uda}
+
+
+def build_extensions(cfg: Config, *, progress: bool = True) -> list[TrainerExtension]:
+    """One trainer extension per section of :data:`EXTENSIONS` that ``cfg`` sets (not ``None``)."""
+    return [build(cfg, progress=progress) for section, build in EXTENSIONS.items() if getattr(cfg, section) is not None]

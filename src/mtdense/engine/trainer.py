@@ -14,6 +14,17 @@ script can tell a preempted run, to requeue with ``--resume``, from a failed one
 does not cut the checkpoint short. A hard kill (``kill -9``) loses only the steps since the last
 checkpoint, whose write is atomic (:mod:`mtdense.engine.checkpoint`); ``--resume`` drops their lines
 from ``metrics.jsonl`` and redoes them identically.
+
+Extension point: methods that train more than the model with its task losses (domain adaptation's target
+loader, discriminators and their optimiser) are trainer extensions (:mod:`mtdense.engine.extensions`), one
+per optional config section (``uda:``, :data:`mtdense.engine.setup.EXTENSIONS`). The trainer loops over them:
+``setup`` after the optimiser exists, ``extra_loss`` each step after the task losses' backward (terms added to
+the model's gradients, logged as ``loss/<name>``, checked for NaN), ``after_step`` after the optimiser step,
+``state_dict`` in every checkpoint (under ``"extensions"``, so exact resume covers them), ``close`` when
+:meth:`Trainer.train` ends. The trainer itself has no branch per method.
+
+``data.val_data`` evaluates on another dataset (a target domain) than the one trained on; its classes must be
+the training set's.
 """
 
 from __future__ import annotations
@@ -53,10 +64,13 @@ from mtdense.engine.evaluator import autocast_context, evaluate
 from mtdense.engine.logging import RunLogger
 from mtdense.engine.setup import (
     build_balancer,
+    build_extensions,
     build_model_for,
     build_optimizer,
     build_scheduler,
     build_tasks,
+    check_label_space,
+    eval_config,
 )
 from mtdense.errors import CheckpointError, ConfigError, MtdenseError, TrainingError
 from mtdense.losses import check_tag_weights, task_of
@@ -180,6 +194,9 @@ class Trainer:
     may differ from the saved config only in :data:`~mtdense.engine.checkpoint.RESUME_MAY_CHANGE`, and
     the number of processes must be the one that wrote the checkpoint (else an error, before anything
     is written). Otherwise ``out`` must not hold a run already (nothing saved earlier is ever overwritten).
+
+    ``extensions`` (:mod:`mtdense.engine.extensions`) are built from the config's optional sections by
+    :func:`mtdense.engine.setup.build_extensions` and called at the points the module docstring lists.
     """
 
     def __init__(self, cfg: Config, out: str | Path, *, resume: bool = False, progress: bool = True) -> None:
@@ -198,22 +215,25 @@ class Trainer:
             load_baseline(cfg.eval.baseline, list(cfg.data.tasks))
 
         torch.manual_seed(cfg.seed)
-        # rank 0 renders the synthetic benchmark if needed while the others wait
+        # rank 0 renders the synthetic benchmark if needed while the others wait; data.val_data evaluates on
+        # another dataset (a target domain) than the one trained on
+        val_cfg = eval_config(cfg)
         if self.dist.is_main:
             root = D.prepare_dataset_root(cfg, progress=progress)
+            val_root = D.prepare_dataset_root(val_cfg, progress=progress)
         barrier(self.dist)
         if not self.dist.is_main:
             root = D.prepare_dataset_root(cfg, progress=False)
+            val_root = D.prepare_dataset_root(val_cfg, progress=False)
         train_base = D.build_base_dataset(cfg, cfg.data.train_split, root=root, mix=True)
         self.meta = D.dataset_meta(train_base)  # the dataset's own meta: datasets without meta.json work
         self.tasks = build_tasks(cfg, self.meta)
         self.eval_tasks = {t: self.tasks[t] for t in cfg.data.tasks}
         self.train_set = D.Augmented(train_base, D.build_train_transform(cfg), seed=cfg.seed)
-        self.val_set = D.Augmented(
-            D.build_base_dataset(cfg, cfg.data.val_split, root=root),
-            D.build_eval_transform(cfg),
-            seed=cfg.seed,
-        )
+        val_base = D.build_base_dataset(val_cfg, cfg.data.val_split, root=val_root)
+        if val_cfg is not cfg:
+            check_label_space(self.meta, D.dataset_meta(val_base), what=f"data.val_data ({val_cfg.data.root})")
+        self.val_set = D.Augmented(val_base, D.build_eval_transform(val_cfg), seed=cfg.seed)
 
         self.model = build_model_for(cfg, self.tasks).to(self.device)
         if cfg.train.channels_last:
@@ -234,6 +254,10 @@ class Trainer:
         if cfg.loss.tag_weights:  # a key that matches no output is an error before anything is written
             check_tag_weights(cfg.loss.tag_weights, _output_keys(self.model, self.device))
         self.step = 0
+        # one extension per optional config section (e.g. uda:), mtdense.engine.extensions
+        self.extensions = build_extensions(cfg, progress=progress)
+        for ext in self.extensions:
+            ext.setup(self)
         if saved is not None:
             self._load(saved, ckpt)
         self.ddp_model: nn.Module = self.model
@@ -260,6 +284,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "balancer": self.balancer.state_dict(),
+            "extensions": {ext.name: ext.state_dict() for ext in self.extensions},
             "step": self.step,
             "rng": {"world_size": self.dist.world_size, "ranks": gather_to_all(self.dist, capture_rng(self.device))},
             "config": config_to_dict(self.cfg),
@@ -304,6 +329,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.balancer.load_state_dict(state["balancer"])
+        saved_ext = state.get("extensions", {})
+        for ext in self.extensions:
+            if ext.name not in saved_ext:
+                raise CheckpointError(f"{path}: no state of trainer extension {ext.name!r}; cannot resume with it")
+            ext.load_state_dict(saved_ext[ext.name])
         self.step = int(state["step"])
         restore_rng(
             rank_rng(state["rng"], rank=self.dist.rank, world_size=self.dist.world_size, source=str(path)),
@@ -401,6 +431,8 @@ class Trainer:
                 if stopping:
                     break
         finally:
+            for ext in self.extensions:
+                ext.close()
             restore_threads()
             restore_signals()
             if bar is not None:
@@ -439,17 +471,7 @@ class Trainer:
             # outputs of a task no sample of this batch is labelled for: DDP expects a gradient for
             # every parameter, so they enter the graph with weight 0
             total = total + _outputs_zero(unlabelled)
-        # under DDP every rank learns whether any rank's loss is non-finite, so all of them stop at this
-        # step with the same error instead of the others waiting in the next all-reduce (one collective;
-        # a single process keeps its one host sync)
-        local_bad = not bool(torch.isfinite(total))
-        if any_rank(self.dist, local_bad, self.device):
-            bad = [k for k, v in losses.items() if not torch.isfinite(v)] if local_bad else ["on another rank"]
-            last = self.out / CHECKPOINT_DIR / LAST
-            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
-            raise TrainingError(
-                f"non-finite loss at step {self.step + 1} (terms: {', '.join(bad) or 'total'}); stopping: {kept}"
-            )
+        self._stop_if_non_finite(total, losses)
         self.optimizer.zero_grad(set_to_none=True)
         # one call for every balancer: loss-level ones back-propagate total, gradient-level ones combine
         # per-task gradients on the shared parameters (mtdense.losses.balancing)
@@ -457,6 +479,18 @@ class Trainer:
             log = {**log, **self.balancer.backward(total, losses, model=self.model)}
         else:
             total.backward()
+        # trainer extensions (e.g. uda: the adversarial term on the target images): their terms after the task
+        # losses' backward (whose graph is freed by then: they get the outputs detached), added to the same
+        # gradients before the update
+        extra: dict[str, Tensor] = {}
+        if self.extensions:
+            detached = {k: v.detach() for k, v in outputs.items()}
+            for ext in self.extensions:
+                extra.update(ext.extra_loss(self, batch, detached, self.step))
+        if extra:
+            extra_total = torch.stack([v.float() for v in extra.values()]).sum()
+            self._stop_if_non_finite(extra_total, extra)
+            extra_total.backward()
         if phase1:  # PAD-Net Sec. 4.1: phase 1 optimises only the phase-1 parameters
             for group in self.optimizer.param_groups:
                 if group.get("phase", 1) != 1:
@@ -466,7 +500,24 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.clip_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        record = {"loss": float(total.detach())}
-        record.update({f"loss/{k}": float(v.detach()) for k, v in losses.items()})
+        for ext in self.extensions:  # the extensions' own updates (e.g. the discriminators' step)
+            log = {**log, **ext.after_step(self, self.step)}
+        record = {"loss": float(total.detach()) + sum(float(v.detach()) for v in extra.values())}
+        record.update({f"loss/{k}": float(v.detach()) for k, v in {**losses, **extra}.items()})
         record.update({k: float(v) for k, v in log.items() if isinstance(v, (int, float))})
         return record
+
+    def _stop_if_non_finite(self, total: Tensor, terms: dict[str, Tensor]) -> None:
+        """A :class:`TrainingError` naming the non-finite terms when ``total`` is not finite on any rank.
+
+        Under DDP every rank learns whether any rank's loss is non-finite, so all of them stop at this step with
+        the same error instead of the others waiting in the next all-reduce (one collective; a single process
+        keeps its one host sync). Nothing is written: the last good checkpoint stays intact."""
+        local_bad = not bool(torch.isfinite(total))
+        if any_rank(self.dist, local_bad, self.device):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v)] if local_bad else ["on another rank"]
+            last = self.out / CHECKPOINT_DIR / LAST
+            kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written"
+            raise TrainingError(
+                f"non-finite loss at step {self.step + 1} (terms: {', '.join(bad) or 'total'}); stopping: {kept}"
+            )

@@ -9,7 +9,6 @@ vector marks invalid pixels, by the data contract); invalid pixels get exactly z
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtdense.losses._masked import check_dense_pair, masked_mean
@@ -23,9 +22,22 @@ __all__ = [
     "normals_l2_loss",
 ]
 
-# F.normalize divides by max(‖v‖, eps); a raw prediction of exactly zero then maps to zero (finite
-# gradient) instead of 0/0.
+# Unit vectors are v / max(‖v‖, eps), as F.normalize: a raw prediction of exactly zero then maps to zero
+# (finite gradient) instead of 0/0.
 _EPS = 1e-12
+
+
+def _unit(v: Tensor) -> Tensor:
+    """``v / max(‖v‖₂, eps)`` along dim 1, i.e. ``F.normalize(v, dim=1, eps=_EPS)``, computed as
+    ``v / sqrt(max(Σ_c v_c², eps²))``.
+
+    Same values up to rounding; the explicit sum over the 3 channels is an element-wise add of three
+    planes in the NCHW layout, where ``torch.linalg.vector_norm`` over dim 1 of a full-resolution map is
+    tens of times slower on CPU (measured 26 ms against 0.4 ms for a 2 x 3 x 288 x 384 map, one thread).
+    The clamp sits before the square root, whose gradient is then never taken at 0 (a NaN): a zero
+    vector gets the finite gradient ``1 / eps`` of ``v / eps``, as with ``F.normalize``.
+    """
+    return v / v.square().sum(dim=1, keepdim=True).clamp_min(_EPS * _EPS).sqrt()
 
 
 def _prepare(name: str, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +66,7 @@ def normals_l1_loss(pred: Tensor, target: Tensor) -> Tensor:
         A scalar in ``[0, 2]``; 0 (connected to the graph) when no pixel is valid.
     """
     safe_target, valid = _prepare("normals_l1_loss", pred, target)
-    unit_pred = F.normalize(pred, p=2.0, dim=1, eps=_EPS)
+    unit_pred = _unit(pred)
     per_pixel = (unit_pred - safe_target).abs().mean(dim=1)
     return masked_mean(per_pixel, valid)
 
@@ -73,7 +85,7 @@ def normals_cosine_loss(pred: Tensor, target: Tensor) -> Tensor:
         A scalar; 0 (connected to the graph) when no pixel is valid.
     """
     safe_target, valid = _prepare("normals_cosine_loss", pred, target)
-    cosine = (F.normalize(pred, dim=1, eps=_EPS) * F.normalize(safe_target, dim=1, eps=_EPS)).sum(dim=1)
+    cosine = (_unit(pred) * _unit(safe_target)).sum(dim=1)
     return masked_mean(1.0 - cosine, valid)
 
 

@@ -50,7 +50,7 @@ def cross_entropy_loss(
     # reduction="none" already yields w_y * nll at valid pixels and exactly 0 (with zero gradient) at
     # ignored ones; only the denominator needs care.
     per_pixel = F.cross_entropy(
-        pred, target.long(), weight=class_weights, ignore_index=ignore_index, reduction="none"
+        *_pixels_by_class(pred, target.long()), weight=class_weights, ignore_index=ignore_index, reduction="none"
     )
     if class_weights is None:
         denominator = valid.sum().clamp(min=1).to(per_pixel.dtype)
@@ -59,6 +59,20 @@ def cross_entropy_loss(
         weight_sum = torch.where(valid, class_weights.to(per_pixel)[safe_target], 0.0).sum()
         denominator = torch.where(weight_sum > 0, weight_sum, torch.ones_like(weight_sum))
     return per_pixel.sum() / denominator
+
+
+def _pixels_by_class(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """``(pred, target)`` in the layout where the softmax over classes is cheapest; same values.
+
+    A channels-last ``(B, K, H, W)`` map is stored as ``(B, H, W, K)``: viewed as ``(B*H*W, K)`` rows
+    (no copy) the softmax runs over contiguous rows. PyTorch's CPU softmax over dim 1 of the 4-D
+    channels-last tensor would first copy it to NCHW, which at full resolution (e.g. 40 x 288 x 384
+    per image) costs more than the loss itself. Any other layout is passed through unchanged.
+    """
+    if pred.is_contiguous() or not pred.is_contiguous(memory_format=torch.channels_last):
+        return pred, target
+    k = pred.shape[1]
+    return pred.permute(0, 2, 3, 1).reshape(-1, k), target.reshape(-1)
 
 
 class CrossEntropyLoss(nn.Module):
@@ -78,6 +92,4 @@ class CrossEntropyLoss(nn.Module):
 
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         """See :func:`cross_entropy_loss`: ``pred (B, K, H, W)``, ``target (B, H, W)``."""
-        return cross_entropy_loss(
-            pred, target, ignore_index=self.ignore_index, class_weights=self.class_weights
-        )
+        return cross_entropy_loss(pred, target, ignore_index=self.ignore_index, class_weights=self.class_weights)

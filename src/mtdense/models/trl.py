@@ -153,7 +153,10 @@ class TRLConfig(ModelConfig):
     @model_validator(mode="after")
     def _check_switches(self) -> TRLConfig:
         if self.decoder == "parallel":
-            given = [k for k in _RECURSIVE_SWITCHES if k in self.model_fields_set]
+            # A switch at its default value is harmless (a resolved config written back to YAML lists every
+            # field); only a non-default value asks for something Baseline-I does not have.
+            fields = type(self).model_fields
+            given = [k for k in _RECURSIVE_SWITCHES if getattr(self, k) != fields[k].default]
             if given:
                 raise ValueError(
                     f"{', '.join(given)} only apply to decoder: recursive; Baseline-I (decoder: parallel) has no TAMs"

@@ -40,9 +40,7 @@ class SceneBuilder:
         )
 
     def surface(self, label: int, material: Material, instance: int | None = None) -> Surface:
-        return Surface(
-            label=label, instance=self.instance() if instance is None else instance, material=material
-        )
+        return Surface(label=label, instance=self.instance() if instance is None else instance, material=material)
 
     def free_spot(self, x: float, z: float, r: float) -> bool:
         """True if a disc of radius ``r`` at ``(x, z)`` overlaps no registered footprint."""

@@ -3,7 +3,8 @@
 A room (floor, ceiling, four walls, each wall its own instance) with windows and doors (decals on the
 walls), framed pictures (thin boxes), tables with chairs, cabinets against walls, floor and table
 lamps, balls, storage boxes, a rug, and 1–2 ceiling light fixtures that carry the point lights. The
-camera stands near one wall, 1.0–1.7 m high, looks into the room and is pitched down by 0–31°.
+camera stands near one wall, 1.0–1.7 m high (style ``a``; :mod:`.styles` sets the height range and the
+field of view), looks into the room and is pitched down by 0–31°.
 All sizes are in metres and drawn from plausible ranges; every colour comes from
 :func:`~.materials.sample_color`, so classes share colour distributions.
 """
@@ -11,6 +12,7 @@ All sizes are in metres and drawn from plausible ranges; every colour comes from
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +20,9 @@ from ._build import SceneBuilder, choice, place
 from .materials import ColorPrior, Pattern, shade_of
 from .primitives import Box, Cylinder, Decal, Primitive, RoomShell, Sphere, Surface
 from .renderer import Light, Scene
+
+if TYPE_CHECKING:
+    from .styles import Style
 
 CLASS_NAMES = (
     "wall",
@@ -51,7 +56,9 @@ PALETTE = (
     (247, 182, 210),
 )
 HFOV_DEG = 62.0
-"""Horizontal field of view, close to the Kinect's (2·atan(320 / 518.86) = 63.3°)."""
+"""Horizontal field of view of style ``a``, close to the Kinect's (2·atan(320 / 518.86) = 63.3°)."""
+CAMERA_HEIGHT = (1.0, 1.7)
+"""Range of the camera height above the floor (m) of style ``a``, a hand-held camera's."""
 
 _ANY = 0.5  # hue jitter of half a turn: any hue
 PRIORS = {
@@ -147,9 +154,7 @@ def _add_table(room: _Room, x: float, z: float, yaw: float, w: float, d: float):
     legs = Surface(TABLE, inst, b.material(Pattern.PLAIN, b.color(_METAL), contrast=0.1))
     room.prims.append(Box(surface=top, center=(x, h - th / 2, z), half=(w / 2, th / 2, d / 2), yaw=yaw))
     if rng.random() < 0.25:  # pedestal table
-        room.prims.append(
-            Cylinder(surface=legs, x=x, z=z, radius=rng.uniform(0.03, 0.06), y0=0.03, y1=h - th)
-        )
+        room.prims.append(Cylinder(surface=legs, x=x, z=z, radius=rng.uniform(0.03, 0.06), y0=0.03, y1=h - th))
         room.prims.append(Cylinder(surface=legs, x=x, z=z, radius=min(w, d) * 0.35, y0=0.0, y1=0.03))
     else:
         lt = rng.uniform(0.035, 0.07)
@@ -173,9 +178,7 @@ def _add_chair(room: _Room, x: float, z: float, yaw: float):
     if rng.random() > 0.15:  # not a stool
         bh, bt = rng.uniform(0.35, 0.55), rng.uniform(0.03, 0.05)
         bx, bz = place(x, z, yaw, 0.0, -s / 2 + bt / 2)
-        room.prims.append(
-            Box(surface=body, center=(bx, sh + bh / 2, bz), half=(s / 2, bh / 2, bt / 2), yaw=yaw)
-        )
+        room.prims.append(Box(surface=body, center=(bx, sh + bh / 2, bz), half=(s / 2, bh / 2, bt / 2), yaw=yaw))
     lt = rng.uniform(0.025, 0.045)
     hl = (sh - st) / 2
     for sx in (-1, 1):
@@ -194,9 +197,7 @@ def _add_lamp(room: _Room, x: float, z: float, y0: float, height: float, scale: 
     room.prims.append(Cylinder(surface=metal, x=x, z=z, radius=r_base, y0=y0, y1=y0 + 0.03 * scale))
     room.prims.append(Cylinder(surface=metal, x=x, z=z, radius=0.015 * scale, y0=y0 + 0.03, y1=y0 + height))
     if rng.random() < 0.7:
-        room.prims.append(
-            Cylinder(surface=shade, x=x, z=z, radius=r_shade, y0=y0 + height, y1=y0 + height + h_shade)
-        )
+        room.prims.append(Cylinder(surface=shade, x=x, z=z, radius=r_shade, y0=y0 + height, y1=y0 + height + h_shade))
     else:
         room.prims.append(Sphere(surface=shade, center=(x, y0 + height + r_shade, z), radius=r_shade))
 
@@ -241,8 +242,9 @@ def _decorate_top(room: _Room, x: float, z: float, yaw: float, *, w: float, d: f
             _add_small(room, px, pz, y, size)
 
 
-def generate(rng: np.random.Generator) -> Scene:
-    """Draw one indoor scene (module docstring)."""
+def generate(rng: np.random.Generator, style: Style) -> Scene:
+    """Draw one indoor scene (module docstring) with the camera of ``style``."""
+    cam_height, hfov_deg = style.camera("indoor")
     b = SceneBuilder(rng)
     room = _Room(b, rng.uniform(3.2, 6.5), rng.uniform(3.5, 7.5), rng.uniform(2.4, 3.1))
     W, D, H = room.w, room.d, room.h
@@ -250,7 +252,7 @@ def generate(rng: np.random.Generator) -> Scene:
     # camera near the z = −D/2 wall, looking into the room
     cam_x = rng.uniform(-W / 2 + 0.5, W / 2 - 0.5)
     cam_z = -D / 2 + rng.uniform(0.25, min(1.2, 0.3 * D))
-    cam_y = rng.uniform(1.0, 1.7)
+    cam_y = rng.uniform(*cam_height)
     b.claim(cam_x, cam_z, 0.45)
     target = (rng.uniform(-W / 2, W / 2), rng.uniform(0.0, D / 2))
     yaw = math.atan2(target[0] - cam_x, target[1] - cam_z) + rng.uniform(-0.2, 0.2)
@@ -277,9 +279,7 @@ def generate(rng: np.random.Generator) -> Scene:
             room.floor_occ[face].append((a0 - 0.3, a0 + dw + 0.3))
             col = b.color(PRIORS[DOOR])
             kind = choice(rng, [Pattern.PANELS, Pattern.WOOD, Pattern.PLAIN])
-            mat = b.material(
-                kind, col, shade_of(rng, col, 0.4, 0.7), scale=dw / 2, offset=(-a0, -yb), contrast=0.4
-            )
+            mat = b.material(kind, col, shade_of(rng, col, 0.4, 0.7), scale=dw / 2, offset=(-a0, -yb), contrast=0.4)
             shell.decals.append(Decal(face, (a0, a0 + dw, yb, yb + dh), b.surface(DOOR, mat)))
 
     # windows
@@ -375,9 +375,9 @@ def generate(rng: np.random.Generator) -> Scene:
         if spot is None:
             continue
         x, z = spot
-        tyaw = (
-            rng.choice([0.0, math.pi / 2]) if rng.random() < 0.7 else rng.uniform(0, math.pi)
-        ) + rng.uniform(-0.1, 0.1)
+        tyaw = (rng.choice([0.0, math.pi / 2]) if rng.random() < 0.7 else rng.uniform(0, math.pi)) + rng.uniform(
+            -0.1, 0.1
+        )
         top_y = _add_table(room, x, z, tyaw, tw, td)
         sides = [(0.0, td / 2 + 0.3), (0.0, -td / 2 - 0.3), (tw / 2 + 0.3, 0.0), (-tw / 2 - 0.3, 0.0)]
         for k in rng.permutation(4)[: int(rng.integers(0, 5))]:
@@ -411,9 +411,7 @@ def generate(rng: np.random.Generator) -> Scene:
         x0, z0 = rng.uniform(-W / 2 + 0.2, W / 2 - 0.2 - rw), rng.uniform(-D / 2 + 0.2, D / 2 - 0.2 - rd)
         col = b.color(PRIORS[RUG])
         kind = choice(rng, [Pattern.NOISE, Pattern.WOOD, Pattern.TILES])
-        mat = b.material(
-            kind, col, b.color(PRIORS[RUG]), scale=rng.uniform(0.2, 0.6), contrast=rng.uniform(0.3, 0.8)
-        )
+        mat = b.material(kind, col, b.color(PRIORS[RUG]), scale=rng.uniform(0.2, 0.6), contrast=rng.uniform(0.3, 0.8))
         shell.decals.append(Decal(2, (x0, x0 + rw, z0, z0 + rd), b.surface(RUG, mat)))
 
     # ceiling fixtures carrying the point lights
@@ -443,7 +441,7 @@ def generate(rng: np.random.Generator) -> Scene:
         yaw=yaw,
         pitch=rng.uniform(-0.55, 0.0),
         roll=rng.uniform(-0.04, 0.04),
-        hfov_deg=HFOV_DEG,
+        hfov_deg=hfov_deg,
         ambient=rng.uniform(0.15, 0.35),
         ambient_up=0.2,
         sky=None,

@@ -5,13 +5,15 @@ blocks with storeys of windows on both sides (with gaps, low walls and an option
 the street), parked and driving cars, trucks, poles with traffic signs or street-light arms, trees
 (trunk and crown spheres), bushes, pedestrians, and a sky with clouds lit by a sun that casts
 shadows. Sky pixels have depth 0 (invalid) and zero normals. Camera 1.3–2.2 m above the road, on a
-lane, yaw ±20°, pitch −9°…+3°.
+lane, yaw ±20°, pitch −9°…+3°; sun 15°–65° high (style ``a``; :mod:`.styles` sets the camera height, the
+field of view and the sun's elevation range).
 """
 
 from __future__ import annotations
 
 import colorsys
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +21,9 @@ from ._build import SceneBuilder, choice, place
 from .materials import ColorPrior, Pattern, shade_of, srgb_to_linear
 from .primitives import Box, Cylinder, Primitive, Sphere, Surface
 from .renderer import Light, Scene, Sky
+
+if TYPE_CHECKING:
+    from .styles import Style
 
 CLASS_NAMES = (
     "road",
@@ -50,6 +55,11 @@ PALETTE = (  # the Cityscapes colours of these classes
     (0, 0, 70),
 )
 HFOV_DEG = 70.0
+"""Horizontal field of view of style ``a``."""
+CAMERA_HEIGHT = (1.3, 2.2)
+"""Range of the camera height above the road (m) of style ``a``: a car-mounted camera."""
+SUN_ELEVATION_DEG = (15.0, 65.0)
+"""Range of the sun's elevation of style ``a``."""
 
 _ANY = 0.5
 PRIORS = {
@@ -121,14 +131,8 @@ def _car(st: _Street, x: float, z: float, yaw: float):
     body = Surface(CAR, inst, body_mat)
     dark = Surface(CAR, inst, _plain(b, _DARK))
     glass = Surface(CAR, inst, b.material(Pattern.PLAIN, b.color(_GLASS), contrast=0.3, scale=0.5))
-    st.add(
-        Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.42), yaw=yaw)
-    )
-    st.add(
-        Box(
-            surface=body, center=(x, clear + body_h / 2, z), half=(width / 2, body_h / 2, length / 2), yaw=yaw
-        )
-    )
+    st.add(Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.42), yaw=yaw))
+    st.add(Box(surface=body, center=(x, clear + body_h / 2, z), half=(width / 2, body_h / 2, length / 2), yaw=yaw))
     cx, cz = place(x, z, yaw, 0.0, cab_off)
     st.add(
         Box(
@@ -151,9 +155,7 @@ def _truck(st: _Street, x: float, z: float, yaw: float):
     cargo = Surface(TRUCK, inst, b.material(Pattern.PLAIN, b.color(PRIORS[TRUCK]), contrast=0.15, scale=3.0))
     cab = Surface(TRUCK, inst, b.material(Pattern.PLAIN, b.color(PRIORS[TRUCK]), contrast=0.1))
     dark = Surface(TRUCK, inst, _plain(b, _DARK))
-    st.add(
-        Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.45), yaw=yaw)
-    )
+    st.add(Box(surface=dark, center=(x, clear / 2, z), half=(width * 0.45, clear / 2, length * 0.45), yaw=yaw))
     ccx, ccz = place(x, z, yaw, 0.0, -front * cab_l / 2)
     st.add(
         Box(
@@ -198,9 +200,7 @@ def _tree(st: _Street, x: float, z: float, y0: float):
     b, rng = st.b, st.b.rng
     inst = b.instance()
     bark_col = b.color(_BARK)
-    bark = Surface(
-        VEGETATION, inst, b.material(Pattern.NOISE, bark_col, shade_of(rng, bark_col, 0.4, 0.7), scale=0.3)
-    )
+    bark = Surface(VEGETATION, inst, b.material(Pattern.NOISE, bark_col, shade_of(rng, bark_col, 0.4, 0.7), scale=0.3))
     th = rng.uniform(1.8, 3.5)
     st.add(Cylinder(surface=bark, x=x, z=z, radius=rng.uniform(0.1, 0.25), y0=y0, y1=y0 + th))
     leaf_col = b.color(PRIORS[VEGETATION])
@@ -225,8 +225,9 @@ def _person(st: _Street, x: float, z: float, y0: float):
     st.add(Sphere(surface=skin, center=(x, y0 + body_h + head_r + 0.02, z), radius=head_r))
 
 
-def generate(rng: np.random.Generator) -> Scene:
-    """Draw one street scene (module docstring)."""
+def generate(rng: np.random.Generator, style: Style) -> Scene:
+    """Draw one street scene (module docstring) with the camera and sun of ``style``."""
+    cam_height, hfov_deg = style.camera("street")
     b = SceneBuilder(rng)
     st = _Street(b)
     rw2 = rng.uniform(3.5, 7.5)  # half road width
@@ -235,7 +236,7 @@ def generate(rng: np.random.Generator) -> Scene:
     zend, z0 = rng.uniform(70.0, 140.0), -30.0
     zfar = zend + _FAR
 
-    cam_x, cam_y = rng.uniform(-rw2 + 1.2, rw2 - 1.2), rng.uniform(1.3, 2.2)
+    cam_x, cam_y = rng.uniform(-rw2 + 1.2, rw2 - 1.2), rng.uniform(*cam_height)
     b.claim(cam_x, 0.0, 3.0)
 
     # ground: terrain everywhere (slightly lower), road, two sidewalks
@@ -246,9 +247,7 @@ def generate(rng: np.random.Generator) -> Scene:
     road = b.material(Pattern.ROAD, road_col, shade_of(rng, road_col, 0.6, 1.3), scale=lane, contrast=0.4)
     st.slab(ROAD, road, x0=-rw2, x1=rw2, y0=-0.1, y1=0.0, z0=z0, z1=zfar, shadow=False)
     side_col = b.color(PRIORS[SIDEWALK])
-    side_mat = b.material(
-        Pattern.TILES, side_col, shade_of(rng, side_col, 0.5, 0.85), scale=rng.uniform(0.3, 0.7)
-    )
+    side_mat = b.material(Pattern.TILES, side_col, shade_of(rng, side_col, 0.5, 0.85), scale=rng.uniform(0.3, 0.7))
     inst_side = b.instance()
     for s in (-1, 1):
         x0, x1 = sorted((s * rw2, s * (rw2 + sw)))
@@ -275,9 +274,7 @@ def generate(rng: np.random.Generator) -> Scene:
                 if rng.random() < 0.5:
                     wall_col = b.color(PRIORS[WALL])
                     kind = choice(rng, [Pattern.BRICK, Pattern.PLAIN, Pattern.PANELS])
-                    mat = b.material(
-                        kind, wall_col, shade_of(rng, wall_col, 0.5, 0.8), scale=rng.uniform(0.3, 1.5)
-                    )
+                    mat = b.material(kind, wall_col, shade_of(rng, wall_col, 0.5, 0.8), scale=rng.uniform(0.3, 1.5))
                     xw = s * (rw2 + sw + 0.3)
                     st.slab(
                         WALL,
@@ -353,7 +350,7 @@ def generate(rng: np.random.Generator) -> Scene:
             _person(st, x, z, curb)
 
     # sun, sky
-    el, az = math.radians(rng.uniform(15.0, 65.0)), rng.uniform(0.0, 2 * math.pi)
+    el, az = math.radians(rng.uniform(*style.sun_elevation_deg)), rng.uniform(0.0, 2 * math.pi)
     sun = (math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az))
     overcast = rng.uniform(0.0, 0.7)
     bright = rng.uniform(1.1, 1.8)
@@ -375,7 +372,7 @@ def generate(rng: np.random.Generator) -> Scene:
         yaw=rng.uniform(-0.35, 0.35),
         pitch=rng.uniform(-0.15, 0.05),
         roll=rng.uniform(-0.03, 0.03),
-        hfov_deg=HFOV_DEG,
+        hfov_deg=hfov_deg,
         ambient=rng.uniform(0.25, 0.5) * (1 + 0.5 * overcast),
         ambient_up=0.5,
         sky=sky,

@@ -9,7 +9,7 @@
                                  camera; zero vector = invalid
     OUT/edge/<id>.npy            float32 (H, W) in {0, 1}
     OUT/gt_sets/train.txt, val.txt
-    OUT/meta.json                family, classes, palette, intrinsics, size, seed, generator version
+    OUT/meta.json                family, style, classes, palette, intrinsics, size, seed, generator version
 
 Ids are ``train_<i>`` (scene index ``i``) and ``val_<j>`` (scene index ``VAL_INDEX_OFFSET + j``), so
 the splits are disjoint, fixed by the seed, and growing one split never changes the other.
@@ -34,6 +34,7 @@ from ..._allocator import reuse_freed_memory
 from ...errors import ConfigError, DataError
 from .._io import write_png
 from .families import GENERATOR_VERSION, _check_size, get_family, render_sample
+from .styles import get_style
 
 VAL_INDEX_OFFSET = 1_000_000_000
 """Scene index of the first validation image (train uses 0, 1, ...)."""
@@ -46,8 +47,8 @@ LABEL_PNG_LEVEL = 1  # label maps compress ~100× even at level 1, for almost no
 
 def _write_sample(job: tuple) -> str:
     """Render one sample and write its five files (runs in a worker process)."""
-    out, family, seed, index, sid, size = job
-    s = render_sample(family, seed, index, size)
+    out, family, seed, index, sid, size, style = job
+    s = render_sample(family, seed, index, size, style=style)
     root = Path(out)
     write_png(root / "images" / f"{sid}.png", s["image"], level=IMAGE_PNG_LEVEL)
     label = s["semseg"]
@@ -72,16 +73,18 @@ def write_synthetic_dataset(
     size: tuple[int, int] = (192, 256),
     seed: int = 0,
     family: str = "indoor",
+    style: str = "a",
     progress: bool = True,
     workers: int | None = None,
 ) -> Path:
-    """Render ``train + val`` images of ``family`` at ``size = (H, W)`` into ``out`` (module docstring).
+    """Render ``train + val`` images of ``family`` in ``style`` (:mod:`.styles`) at ``size = (H, W)`` into ``out``
+    (module docstring).
 
     ``workers`` processes render and write in parallel (default: ``min(2, cpu_count)``; ``0`` or ``1``
     renders in this process). Returns the dataset folder. Raises :class:`ConfigError` for a bad
-    family, size or count, :class:`DataError` if ``out`` exists and is not a folder.
+    family, style, size or count, :class:`DataError` if ``out`` exists and is not a folder.
     """
-    fam = get_family(family)
+    fam, sty = get_family(family), get_style(style)
     size = _check_size(size)
     for name, n in (("train", train), ("val", val), ("seed", seed)):
         if not isinstance(n, (int, np.integer)) or n < 0:
@@ -96,8 +99,9 @@ def write_synthetic_dataset(
         meta_path.unlink()  # the folder is incomplete until the new meta.json is written
 
     ids = {"train": [f"train_{i:06d}" for i in range(train)], "val": [f"val_{j:06d}" for j in range(val)]}
-    jobs = [(str(root), fam.name, int(seed), i, sid, size) for i, sid in enumerate(ids["train"])]
-    jobs += [(str(root), fam.name, int(seed), VAL_INDEX_OFFSET + j, sid, size) for j, sid in enumerate(ids["val"])]
+    base = (str(root), fam.name, int(seed))
+    jobs = [(*base, i, sid, size, sty.name) for i, sid in enumerate(ids["train"])]
+    jobs += [(*base, VAL_INDEX_OFFSET + j, sid, size, sty.name) for j, sid in enumerate(ids["val"])]
     workers = min(2, os.cpu_count() or 1) if workers is None else int(workers)
     if workers > 1 and len(jobs) > 1:
         with _pool_context().Pool(workers, initializer=reuse_freed_memory) as pool:
@@ -111,10 +115,11 @@ def write_synthetic_dataset(
 
     for split, names in ids.items():
         (root / "gt_sets" / f"{split}.txt").write_text("".join(f"{sid}\n" for sid in names))
-    fx, fy, cx, cy = fam.intrinsics(size)
+    fx, fy, cx, cy = fam.intrinsics(size, sty.name)
     meta = {
         "dataset": "mtdense-synthetic",
         "family": fam.name,
+        "style": sty.name,
         "generator_version": GENERATOR_VERSION,
         "seed": int(seed),
         "size": list(size),
@@ -122,7 +127,8 @@ def write_synthetic_dataset(
         "class_names": list(fam.class_names),
         "palette": [list(c) for c in fam.palette],
         "intrinsics": {"fx": fx, "fy": fy, "cx": cx, "cy": cy},
-        "hfov_deg": fam.hfov_deg,
+        "hfov_deg": fam.hfov_deg(sty.name),
+        "camera_height_range_m": list(sty.camera_height[fam.name]),
         "splits": {k: len(v) for k, v in ids.items()},
         "val_index_offset": VAL_INDEX_OFFSET,
         "encoding": {

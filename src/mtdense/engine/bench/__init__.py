@@ -53,12 +53,14 @@ def run_bench(
     seeds: list[int] | None = None,
     jobs: int = 1,
     overrides: list[str] | None = None,
+    methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``suite`` (a packaged name or a YAML file) into ``out`` (default ``runs/bench/<suite>``) and
-    return the content of ``OUT/results.json``. Config errors are raised before anything trains."""
+    return the content of ``OUT/results.json``. ``methods`` restricts the suite to those methods (the
+    single-task references always run). Config errors are raised before anything trains."""
     spec, path = load_suite(suite)
     out = Path(out) if out is not None else Path("runs") / "bench" / path.stem
-    plan = plan_suite(spec, path, out=out, seeds=seeds, overrides=overrides, jobs=jobs)
+    plan = plan_suite(spec, path, out=out, seeds=seeds, overrides=overrides, jobs=jobs, only_methods=methods)
     out.mkdir(parents=True, exist_ok=True)
     _prepare_data([r.config for r in (*plan.references, *plan.methods)])
 
@@ -70,6 +72,7 @@ def run_bench(
     results = {
         "command": shlex.join(
             ["mtdense", "bench", str(suite), "--seeds", *map(str, plan.seeds), "--jobs", str(jobs), "--out", str(out)]
+            + (["--methods", *methods] if methods is not None else [])
             + list(overrides or [])
         ),
         "suite": path.stem,

@@ -61,7 +61,11 @@ def _config_file(name: str, suite_path: Path) -> Path:
 
 
 def _resolve(raw: dict[str, Any], overrides: list[str], *, source: str) -> dict[str, Any]:
-    return config_to_dict(validate_config(apply_overrides(raw, overrides, source=source), source=source))
+    resolved = config_to_dict(validate_config(apply_overrides(raw, overrides, source=source), source=source))
+    # The run trains from this resolved dict written to YAML: validate that form too, so that a config whose
+    # fully spelled-out form is rejected fails here, before any run of the suite trains.
+    validate_config(resolved, source=f"{source} (resolved)")
+    return resolved
 
 
 def plan_suite(
@@ -72,9 +76,18 @@ def plan_suite(
     seeds: list[int] | None = None,
     overrides: list[str] | None = None,
     jobs: int = 1,
+    only_methods: list[str] | None = None,
 ) -> Plan:
     """Every run of ``suite`` (references first) with its resolved config; config errors (unknown keys,
-    a method task without a reference) are raised here, before anything trains."""
+    a method task without a reference, a ``methods`` name the suite does not have) are raised here, before
+    anything trains. ``only_methods`` keeps only those methods (all references are still trained: Δm needs them)."""
+    if only_methods is not None:
+        unknown = [m for m in only_methods if m not in suite.methods]
+        if unknown or not only_methods:
+            raise ConfigError(
+                f"--methods: unknown method(s) {unknown} of suite {suite_path.stem} "
+                f"(it has: {', '.join(suite.methods)})"
+            )
     seeds = list(seeds if seeds is not None else suite.seeds)
     if not seeds:
         raise ConfigError("--seeds: expected at least one seed")
@@ -115,6 +128,8 @@ def plan_suite(
                 RunSpec(f"stl_{task}", "reference", seed, cfg, out / f"stl_{task}" / f"seed{seed}", source)
             )
         for name, entry in suite.methods.items():
+            if only_methods is not None and name not in only_methods:
+                continue
             config = entry.config or ""
             expansions = [(f"{name}_{ts}", config.replace("{task_set}", ts)) for ts in suite.task_sets]
             for run_name, cfg_name in expansions if "{task_set}" in config else [(name, config)]:
