@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU wheel of torch; elsewhere set TORCH="torch" (or a CUDA build) to get yours.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-heavy lint bench clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 tests
+
+test-heavy: install
+	$(BIN)/python -m pytest -q -n 2 tests -m heavy
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

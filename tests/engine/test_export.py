@@ -81,6 +81,7 @@ DYNAMIC_CHECKED = {"mtl"}
 EXPORT_OVERRIDES: dict[str, dict] = {"psd": {"steps": 1}}
 
 
+@pytest.mark.heavy  # about 5 minutes of one core for the eight architectures: `make test-heavy`
 @pytest.mark.parametrize("name", list_models())
 def test_onnx_equals_pytorch_for_every_architecture(name, tmp_path):
     run = tiny_run(name, **EXPORT_OVERRIDES.get(name, {}))
