@@ -187,3 +187,22 @@ def test_methods_filter_keeps_references(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["bench", "synthetic-trl", "--methods", "trl", "typo", "--out", str(tmp_path / "o")]) == 2
     assert "--methods: unknown method(s) ['typo']" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_task_sets_filter_drops_unused_references(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``--task-sets sd sdn`` expands the methods over those sets only and trains no reference of a task no
+    planned run has (the edge reference is only needed by S-D-N-E); an unknown set is a named error."""
+    suite, path = load_suite("synthetic-xtam")
+    full = plan_suite(suite, path, out=tmp_path, seeds=[0])
+    some = plan_suite(suite, path, out=tmp_path, seeds=[0], only_task_sets=["sd", "sdn"])
+    assert sorted(r.name for r in full.references) == ["stl_depth", "stl_edge", "stl_normals", "stl_semseg"]
+    assert sorted(r.name for r in some.references) == ["stl_depth", "stl_normals", "stl_semseg"]
+    assert sorted(r.name for r in some.methods) == sorted(
+        f"{m}_{t}" for m in ("mtl", "padnet", "xtam") for t in ("sd", "sdn")
+    )
+    assert some.reference_tasks == ["semseg", "depth", "normals"]
+    only_sd = plan_suite(suite, path, out=tmp_path, seeds=[0], only_task_sets=["sd"], only_methods=["xtam"])
+    assert [r.name for r in only_sd.references] == ["stl_semseg", "stl_depth"]
+    assert main(["bench", "synthetic-xtam", "--task-sets", "sd", "sdx", "--out", str(tmp_path / "o")]) == 2
+    assert "--task-sets: unknown task set(s) ['sdx']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

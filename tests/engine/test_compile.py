@@ -110,23 +110,27 @@ def test_reuse_freed_memory_can_be_switched_off(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(compile_unavailable_reason(CPU) is not None, reason="no torch.compile CPU backend here")
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: with Inductor really compiling (until now an earlier test had hidden the C++ compiler, so "
-    "this ran eager), train.compile=true trains different weights from the first layer on (max |diff| 1.56 after "
-    "2 SGD steps), i.e. not a rounding difference; train.compile stays off by default until it is found",
-)
 def test_trainer_with_compile_matches_eager_run(tiny_raw_config, tmp_path):
-    """Through the CLI: ``train.compile=true`` trains the same weights as an eager run (float tolerance)
-    and writes checkpoints with the same keys, which either kind of run can resume."""
+    """Through the CLI: one SGD step with ``train.compile=true`` makes the same update as an eager run up to
+    float rounding, dropout included (the ASPP heads' dropout draws the same masks: Inductor's
+    ``fallback_random``), and writes checkpoints with the same keys, which either kind of run can resume.
+
+    Compared: the update ``w1 - w0`` of all parameters together, relative to its size. Not the weights after
+    several steps, nor each tensor to an absolute tolerance: at this size (batch 2, 32x48) the last BatchNorms
+    normalise over 4 values, which amplifies float rounding - two eager runs that differ only in memory format
+    (NCHW / channels_last, no dropout) end one step 0.018 apart in ``conv1.weight`` and disagree by 2 % in the
+    second step's loss. Measured gaps ``|dw_a - dw_b| / |dw_a|`` of the update: eager NCHW vs eager channels_last
+    (no dropout) 4.4 %, eager vs compiled 2.6 %, eager vs compiled with Inductor's own random numbers (before
+    ``fallback_random``) 166 %; the bound is 10 %."""
     import yaml
 
     from mtdense.cli.main import main
+    from mtdense.config.load import validate_config
     from mtdense.engine.checkpoint import load_checkpoint
+    from mtdense.engine.trainer import Trainer
 
-    # SGD: a weight difference then scales with the gradient difference (float rounding of the compiled kernels);
-    # Adam's first steps are about lr * sign(g), so a rounding-level gradient near 0 can flip a whole lr step
-    raw = tiny_raw_config(**{"train.max_steps": 2, "data.crop_size": [32, 48], "train.optimizer": "sgd"})
+    raw = tiny_raw_config(**{"train.max_steps": 1, "data.crop_size": [32, 48], "train.optimizer": "sgd"})
+    init = Trainer(validate_config(raw), tmp_path / "init", progress=False).model.state_dict()
     states = {}
     for flag in ("false", "true"):
         cfg = tmp_path / f"c_{flag}.yaml"
@@ -134,6 +138,12 @@ def test_trainer_with_compile_matches_eager_run(tiny_raw_config, tmp_path):
         out = tmp_path / f"run_{flag}"
         assert main(["train", str(cfg), "--out", str(out), f"train.compile={flag}"]) == 0
         states[flag] = load_checkpoint(out / "checkpoints" / "last.pt")["model"]
-    assert list(states["true"]) == list(states["false"])
-    for k, v in states["false"].items():
-        torch.testing.assert_close(states["true"][k], v, rtol=1e-3, atol=1e-4)
+    assert list(states["true"]) == list(states["false"]) == list(init)
+    weights = [k for k, v in init.items() if v.is_floating_point() and "running_" not in k]
+    eager = torch.cat([(states["false"][k] - init[k]).flatten() for k in weights])
+    compiled = torch.cat([(states["true"][k] - init[k]).flatten() for k in weights])
+    gap = float((compiled - eager).norm() / eager.norm())
+    assert eager.norm() > 0 and gap < 0.10, f"compiled update differs from the eager one by {gap:.1%} of its size"
+    for k, v in states["false"].items():  # BatchNorm statistics and counters: one batch's, up to rounding
+        if k not in weights:
+            torch.testing.assert_close(states["true"][k], v, rtol=1e-2, atol=1e-3)

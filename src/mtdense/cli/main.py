@@ -263,7 +263,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=_positive_int, default=1, help="parallel runs, one thread each (default 1)")
     b.add_argument("--out", default=None, help="output folder (default runs/bench/<suite>)")
     b.add_argument(
-        "--methods", nargs="+", default=None, help="run only these methods of the suite (references always run)"
+        "--methods", nargs="+", default=None, help="run only these methods of the suite (and the references they need)"
+    )
+    b.add_argument(
+        "--task-sets",
+        nargs="+",
+        default=None,
+        help="run only these task sets of the suite's methods expanded over task sets (e.g. sd sdn)",
     )
     b.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides for every run")
 
@@ -437,7 +443,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mtdense.engine.bench import run_bench
 
     run_bench(
-        args.suite, out=args.out, seeds=args.seeds, jobs=args.jobs, overrides=list(args.overrides), methods=args.methods
+        args.suite,
+        out=args.out,
+        seeds=args.seeds,
+        jobs=args.jobs,
+        overrides=list(args.overrides),
+        methods=args.methods,
+        task_sets=args.task_sets,
     )
     return 0
 

@@ -9,6 +9,12 @@ the system C++ compiler; on CUDA it writes Triton kernels. The backward pass is 
 floating-point summation order: outputs and gradients match eager mode within float tolerance, not
 bitwise.
 
+Random operations (the dropout of the ASPP heads) are compiled with Inductor's ``fallback_random``:
+they draw from PyTorch's own generator exactly as eager mode does. Without it Inductor generates its
+own random numbers, so a compiled run drew other dropout masks than an eager run of the same seed
+(different gradients from the first step: weights 1.05 apart after one SGD step in
+``tests/engine/test_compile.py``), and the masks did not follow the RNG state a checkpoint saves.
+
 The compiled module shares its parameters and buffers with the model; the trainer keeps the eager
 module for everything else (state dict and checkpoint keys, the optimiser's parameter groups,
 evaluation, export), so a run with ``train.compile`` writes the same checkpoints as one without, and
@@ -110,7 +116,10 @@ class CompiledForward(nn.Module):
         super().__init__()
         self.model = model
         self.option, self.way_out, self.error = option, way_out, error
-        self.compiled = torch.compile(model, backend=backend, dynamic=dynamic)
+        # fallback_random: random ops use torch's generator, as in eager mode (same dropout masks for a seed,
+        # and the RNG state in a checkpoint governs them); an option of the Inductor backend only
+        options = {"fallback_random": True} if backend == "inductor" else None
+        self.compiled = torch.compile(model, backend=backend, dynamic=dynamic, options=options)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError, Unsupported

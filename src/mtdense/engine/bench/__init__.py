@@ -54,13 +54,17 @@ def run_bench(
     jobs: int = 1,
     overrides: list[str] | None = None,
     methods: list[str] | None = None,
+    task_sets: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``suite`` (a packaged name or a YAML file) into ``out`` (default ``runs/bench/<suite>``) and
-    return the content of ``OUT/results.json``. ``methods`` restricts the suite to those methods (the
-    single-task references always run). Config errors are raised before anything trains."""
+    return the content of ``OUT/results.json``. ``methods`` restricts the suite to those methods and
+    ``task_sets`` to those task sets (the single-task references of every task a planned method trains run).
+    Config errors are raised before anything trains."""
     spec, path = load_suite(suite)
     out = Path(out) if out is not None else Path("runs") / "bench" / path.stem
-    plan = plan_suite(spec, path, out=out, seeds=seeds, overrides=overrides, jobs=jobs, only_methods=methods)
+    plan = plan_suite(
+        spec, path, out=out, seeds=seeds, overrides=overrides, jobs=jobs, only_methods=methods, only_task_sets=task_sets
+    )
     out.mkdir(parents=True, exist_ok=True)
     _prepare_data([r.config for r in (*plan.references, *plan.methods)])
 
@@ -73,6 +77,7 @@ def run_bench(
         "command": shlex.join(
             ["mtdense", "bench", str(suite), "--seeds", *map(str, plan.seeds), "--jobs", str(jobs), "--out", str(out)]
             + (["--methods", *methods] if methods is not None else [])
+            + (["--task-sets", *task_sets] if task_sets is not None else [])
             + list(overrides or [])
         ),
         "suite": path.stem,

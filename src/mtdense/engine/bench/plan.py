@@ -77,10 +77,20 @@ def plan_suite(
     overrides: list[str] | None = None,
     jobs: int = 1,
     only_methods: list[str] | None = None,
+    only_task_sets: list[str] | None = None,
 ) -> Plan:
     """Every run of ``suite`` (references first) with its resolved config; config errors (unknown keys,
-    a method task without a reference, a ``methods`` name the suite does not have) are raised here, before
-    anything trains. ``only_methods`` keeps only those methods (all references are still trained: Δm needs them)."""
+    a method task without a reference, a ``methods`` or ``task_sets`` name the suite does not have) are raised
+    here, before anything trains. ``only_methods`` keeps only those methods and ``only_task_sets`` only those
+    task sets of the methods expanded over task sets. A reference is trained only when a planned method has
+    its task (Δm needs exactly those): a suite restricted to S-D and S-D-N trains no edge reference."""
+    if only_task_sets is not None:
+        unknown = [t for t in only_task_sets if t not in suite.task_sets]
+        if unknown or not only_task_sets:
+            raise ConfigError(
+                f"--task-sets: unknown task set(s) {unknown} of suite {suite_path.stem} "
+                f"(it has: {', '.join(suite.task_sets) or 'none'})"
+            )
     if only_methods is not None:
         unknown = [m for m in only_methods if m not in suite.methods]
         if unknown or not only_methods:
@@ -131,7 +141,8 @@ def plan_suite(
             if only_methods is not None and name not in only_methods:
                 continue
             config = entry.config or ""
-            expansions = [(f"{name}_{ts}", config.replace("{task_set}", ts)) for ts in suite.task_sets]
+            task_sets = [t for t in suite.task_sets if only_task_sets is None or t in only_task_sets]
+            expansions = [(f"{name}_{ts}", config.replace("{task_set}", ts)) for ts in task_sets]
             for run_name, cfg_name in expansions if "{task_set}" in config else [(name, config)]:
                 source = f"{suite_path}: methods.{name}"
                 raw, where = method_raw(cfg_name)
@@ -144,9 +155,11 @@ def plan_suite(
                         f"(references: {', '.join(suite.references)}); Δm needs one per task"
                     )
                 methods.append(RunSpec(run_name, "method", seed, cfg, out / run_name / f"seed{seed}", source))
+    used = {t for r in methods for t in r.tasks}
+    references = [r for r in references if r.tasks[0] in used]
     names = [r.name for r in methods if r.seed == seeds[0]]
     reserved = {f"stl_{t}" for t in suite.references} | {"references", "figures", "logs"}
     clash = sorted({n for n in names if names.count(n) > 1 or n in reserved})
     if clash:
         raise ConfigError(f"{suite_path}: method name(s) {clash} clash with another run's folder; rename them")
-    return Plan(references, methods, list(suite.references), seeds, baselines)
+    return Plan(references, methods, [t for t in suite.references if t in used], seeds, baselines)
