@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
+from mtdense.config.schema import DomainData
 from mtdense.engine.bench.aggregate import aggregate, write_baselines
 from mtdense.engine.bench.figures import delta_vs_gflops, learning_curves, per_task_bars
 from mtdense.engine.bench.plan import plan_suite
@@ -33,17 +37,33 @@ from mtdense.engine.bench.suite import load_suite, packaged_suite_names
 __all__ = ["load_suite", "packaged_suite_names", "plan_suite", "run_bench"]
 
 
+def _domains(section: Any) -> Iterator[DomainData]:
+    """Every :class:`~mtdense.config.schema.DomainData` in a validated config section, at any depth
+    (``data.val_data``, ``uda.target``, ...): the other datasets a run opens besides ``data``."""
+    if isinstance(section, DomainData):
+        yield section
+    if isinstance(section, BaseModel):
+        for name in type(section).model_fields:
+            yield from _domains(getattr(section, name))
+    elif isinstance(section, (list, tuple)):
+        for item in section:
+            yield from _domains(item)
+
+
 def _prepare_data(configs: list[dict[str, Any]]) -> None:
-    """Render every synthetic dataset the runs need once, here, before parallel runs could race on it."""
+    """Render every synthetic dataset the runs need once, here, before parallel runs could race on it: each
+    run's ``data`` and every other domain it opens (its evaluation domain ``data.val_data``, a UDA target)."""
     from mtdense.config.load import validate_config
     from mtdense.engine.data import prepare_dataset_root
+    from mtdense.engine.setup import domain_config
 
     seen: set[str] = set()
     for raw in configs:
-        root = raw["data"]["root"]
-        if root not in seen:
-            seen.add(root)
-            prepare_dataset_root(validate_config(raw), progress=False)
+        cfg = validate_config(raw)
+        for one in [cfg, *(domain_config(cfg, d) for d in _domains(cfg))]:
+            if one.data.root not in seen:
+                seen.add(one.data.root)
+                prepare_dataset_root(one, progress=False)
 
 
 def run_bench(
