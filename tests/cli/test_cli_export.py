@@ -99,9 +99,9 @@ def test_export_formats_round_trip_and_record_metadata(run_dir, tmp_path, capsys
     # the weights load back as a run with the same outputs
     with torch.no_grad():
         torch.testing.assert_close(load_run(st).model(x)["depth"], ref["depth"])
-    # the default output path: RUN/export/model.<suffix>
-    assert main(["export", str(run_dir), "--format", "torchscript"]) == 0
-    assert (run_dir / "export" / "model.ts").is_file()
+    # the default output path: RUN/export/model.<suffix> (safetensors: the same path logic without another trace)
+    assert main(["export", str(run_dir), "--format", "safetensors"]) == 0
+    assert (run_dir / "export" / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,24 @@ def config_file(tiny_raw_config, tmp_path):
     return write
 
 
+BASE = {"train.threads": 1, "train.schedule": "constant"}
+
+
+@pytest.fixture(scope="module")
+def base_run(tiny_raw_config, tmp_path_factory):
+    """A config file and a 1-step run of it, trained once: each test that resumes it works on a copy."""
+    tmp = tmp_path_factory.mktemp("cli_train")
+    cfg = tmp / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_raw_config(**BASE)))
+    assert main(["train", str(cfg), "--out", str(tmp / "run"), "--max-steps", "1"]) == 0
+    return str(cfg), tmp / "run"
+
+
+def _copy_of(base_run, tmp_path):
+    cfg, run = base_run
+    return cfg, shutil.copytree(run, tmp_path / "run")
+
+
 def _err(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -35,15 +53,13 @@ def _train_steps(out) -> list[int]:
     return [r["step"] for r in records if r["split"] == "train"]
 
 
-def test_resume_with_changed_config_lists_the_changed_keys_and_writes_nothing(config_file, tmp_path, capsys):
-    cfg = config_file(**{"train.threads": 1})
-    run = tmp_path / "run"
-    assert main(["train", cfg, "--out", str(run), "--max-steps", "2"]) == 0
+def test_resume_with_changed_config_lists_the_changed_keys_and_writes_nothing(base_run, config_file, tmp_path, capsys):
+    _, run = _copy_of(base_run, tmp_path)
     ckpt, saved_yaml = run / "checkpoints" / "last.pt", run / "config.yaml"
     before = ckpt.read_bytes(), saved_yaml.read_bytes(), (run / "metrics.jsonl").read_bytes()
     capsys.readouterr()
 
-    other = config_file("other.yaml", **{"train.threads": 1, "model.backbone.name": "resnet34"})
+    other = config_file("other.yaml", **BASE, **{"model.backbone.name": "resnet34"})
     code = main(["train", other, "--out", str(run), "--resume", "--max-steps", "4", "train.lr=0.01"])
     err = _err(capsys)
     assert code == 2
@@ -55,14 +71,13 @@ def test_resume_with_changed_config_lists_the_changed_keys_and_writes_nothing(co
     assert (ckpt.read_bytes(), saved_yaml.read_bytes(), (run / "metrics.jsonl").read_bytes()) == before
 
 
-def test_resume_may_change_only_length_logging_and_data_location_and_then_is_exact(config_file, tmp_path, synth_root):
-    """Allowed changes (max_steps, log/eval/checkpoint cadence, loader workers, a moved dataset) resume;
-    with a constant learning rate (max_steps also ends the poly schedule) the result equals an
-    uninterrupted run."""
-    cfg = config_file(**{"train.threads": 1, "train.schedule": "constant"})
-    full, part = tmp_path / "full", tmp_path / "part"
+def test_resume_may_change_only_length_logging_and_data_location_and_then_is_exact(base_run, tmp_path, synth_root):
+    """Allowed changes (max_steps, log/eval/checkpoint cadence, loader workers, a moved dataset) resume a
+    1-step run to 4 steps; with a constant learning rate (max_steps also ends the poly schedule) the result
+    equals an uninterrupted 4-step run."""
+    cfg, part = _copy_of(base_run, tmp_path)
+    full = tmp_path / "full"
     assert main(["train", cfg, "--out", str(full), "--max-steps", "4"]) == 0
-    assert main(["train", cfg, "--out", str(part), "--max-steps", "2"]) == 0
     moved = tmp_path / "staged"
     shutil.copytree(synth_root, moved)
     changed = ["train.log_every=2", "train.eval_every=3", "train.checkpoint_every=3", "data.num_workers=1"]
@@ -73,13 +88,11 @@ def test_resume_may_change_only_length_logging_and_data_location_and_then_is_exa
     assert a["step"] == b["step"] == 4
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert b["config"]["train"]["max_steps"] == 4 and b["config"]["data"]["num_workers"] == 1
-    assert _train_steps(part) == [1, 2, 4]  # steps 1-2 at log_every=1, then log_every=2
+    assert _train_steps(part) == [1, 2, 4]  # step 1 at log_every=1, then log_every=2
 
 
-def test_resume_refuses_a_moved_dataset_that_is_another_one(config_file, tmp_path, synth_root, capsys):
-    cfg = config_file(**{"train.threads": 1})
-    run = tmp_path / "run"
-    assert main(["train", cfg, "--out", str(run), "--max-steps", "1"]) == 0
+def test_resume_refuses_a_moved_dataset_that_is_another_one(base_run, tmp_path, synth_root, capsys):
+    cfg, run = _copy_of(base_run, tmp_path)
     other = tmp_path / "other"
     shutil.copytree(synth_root, other)
     meta = json.loads((other / "meta.json").read_text())
@@ -92,10 +105,8 @@ def test_resume_refuses_a_moved_dataset_that_is_another_one(config_file, tmp_pat
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
 
 
-def test_resume_refuses_a_checkpoint_of_another_number_of_processes(config_file, tmp_path, capsys):
-    cfg = config_file(**{"train.threads": 1})
-    run = tmp_path / "run"
-    assert main(["train", cfg, "--out", str(run), "--max-steps", "1"]) == 0
+def test_resume_refuses_a_checkpoint_of_another_number_of_processes(base_run, tmp_path, capsys):
+    cfg, run = _copy_of(base_run, tmp_path)
     ckpt = run / "checkpoints" / "last.pt"
     state = load_checkpoint(ckpt)
     state["rng"] = {"world_size": 2, "ranks": state["rng"]["ranks"] * 2}  # as two DDP ranks write it

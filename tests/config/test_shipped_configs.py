@@ -96,13 +96,40 @@ def test_cross_stitch_configs_train_alpha_with_sgd_at_100x(name):
     assert groups["new"]["lr"] == groups["backbone"]["lr"] == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=_name)
-def test_config_builds_and_runs_forward(path):
-    """Load → tasks (fake meta with the dataset's class count) → model via the engine's setup → one
-    forward pass on 1x3x64x64 in eval mode: every main task at 64x64 with its channel count, and
-    every auxiliary task present among the intermediate outputs."""
+#: Backbones whose configs are built as shipped only once per architecture in the default suite (each costs
+#: seconds to initialise); the other configs on them are built on :data:`SHALLOW` by default and as shipped
+#: under ``-m heavy``.
+DEEP = {"resnet50", "resnet101", "hrnet_w18", "hrnet_w48", "fpn_resnet50"}
+#: The same-family backbone a deep one is swapped for (the decoders take their widths from ``feature_info``).
+SHALLOW = {"resnet50": "resnet18", "resnet101": "resnet18", "fpn_resnet50": "fpn_resnet18"}
+SHALLOW |= {"hrnet_w18": "hrnet_w18_small_v2", "hrnet_w48": "hrnet_w18_small_v2"}
+
+
+def _arch(path: Path) -> tuple[str, str]:
     cfg = load_config(path)
-    assert cfg.model.name and cfg.data.tasks
+    return cfg.model.name, cfg.model.backbone.name
+
+
+def _as_shipped_params() -> list:
+    """Every config; on a deep backbone, all but the first config of each (architecture, backbone) are heavy."""
+    seen: set[tuple[str, str]] = set()
+    params = []
+    for path in CONFIGS:
+        arch = _arch(path)
+        heavy = arch[1] in DEEP and arch in seen
+        seen.add(arch)
+        params.append(pytest.param(path, id=_name(path), marks=(pytest.mark.heavy,) if heavy else ()))
+    return params
+
+
+AS_SHIPPED = _as_shipped_params()
+ON_SHALLOW = [p.values[0] for p in AS_SHIPPED if p.marks]
+
+
+def _build_and_run(cfg) -> None:
+    """Tasks (fake meta with the dataset's class count) → model via the engine's setup → one forward pass
+    on 1x3x64x64 in eval mode: every main task at 64x64 with its channel count, and every auxiliary task
+    present among the intermediate outputs."""
     cfg.model.backbone.pretrained = None  # the local ImageNet checkpoint a user points to is not here
     tasks = build_tasks(cfg, _fake_meta(cfg))
     torch.manual_seed(0)
@@ -116,3 +143,26 @@ def test_config_builds_and_runs_forward(path):
         inter = [k for k in out if k.split("/")[-1] == t and "/" in k]
         assert inter, f"auxiliary task {t} has no intermediate output in {sorted(out)}"
         assert all(out[k].shape[:2] == (1, tasks[t].out_channels) for k in inter)
+
+
+@pytest.mark.parametrize("path", AS_SHIPPED)
+def test_config_builds_and_runs_forward(path):
+    """Load, then build and run the model exactly as shipped (see :func:`_build_and_run`).
+
+    Default suite: every config on a small backbone, and the first config of each (architecture, deep
+    backbone) pair, so that each architecture is built once on each deep backbone it ships with; the other
+    deep-backbone configs run here under ``-m heavy`` and on their shallow sibling by default
+    (:func:`test_deep_config_builds_on_its_shallow_sibling`)."""
+    cfg = load_config(path)
+    assert cfg.model.name and cfg.data.tasks
+    _build_and_run(cfg)
+
+
+@pytest.mark.parametrize("path", ON_SHALLOW, ids=_name)
+def test_deep_config_builds_on_its_shallow_sibling(path):
+    """A deep-backbone config whose as-shipped build is heavy: everything as shipped (tasks, class count,
+    auxiliary tasks, model options, backbone options such as the output stride) except the backbone's
+    depth, swapped for the smallest of its family (:data:`SHALLOW`)."""
+    cfg = load_config(path)
+    cfg.model.backbone.name = SHALLOW[cfg.model.backbone.name]
+    _build_and_run(cfg)

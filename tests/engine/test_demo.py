@@ -14,8 +14,8 @@ from mtdense.tasks import TASKS
 
 TASKS_USED = ("semseg", "depth")
 TOY = [
-    "data.synth.train=16",
-    "data.synth.val=8",
+    "data.synth.train=8",
+    "data.synth.val=4",
     "data.synth.size=[32, 32]",
     f"data.tasks=[{', '.join(TASKS_USED)}]",
     "loss.weights={semseg: 1.0, depth: 1.0}",
@@ -23,13 +23,14 @@ TOY = [
     "train.batch_size=4",
     "train.threads=1",
     "train.log_every=1",
-    "eval.batch_size=8",
+    "eval.batch_size=4",
 ]
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The packaged demo config through the CLI, shrunk by overrides: 16 + 8 images of 32×32, 2 steps per model."""
+    """The packaged demo config through the CLI, shrunk by overrides: 8 + 4 images of 32×32, 2 steps per model
+    (one epoch of batch 4)."""
     root = tmp_path_factory.mktemp("demo")
     out = root / "out"
     rc = main(["demo", "--out", str(out), f"data.root={root / 'data'}", *TOY])
@@ -40,7 +41,7 @@ def demo(tmp_path_factory):
 def test_demo_writes_every_run_and_its_metrics(demo):
     root, out = demo
     meta = json.loads((root / "data" / "meta.json").read_text())
-    assert meta["splits"] == {"train": 16, "val": 8} and meta["size"] == [32, 32]
+    assert meta["splits"] == {"train": 8, "val": 4} and meta["size"] == [32, 32]
     runs = {f"stl_{t}": [t] for t in TASKS_USED} | {"mtinet": list(TASKS_USED)}
     for name, tasks in runs.items():
         run = out / name

@@ -124,8 +124,8 @@ def test_param_group_errors_name_the_problem():
 
 
 def test_backbone_lr_mult_through_the_trainer(tiny_raw_config, tmp_path):
-    raw = tiny_raw_config(**{"train.max_steps": 1, "train.backbone_lr_mult": 0.1, "train.schedule": "constant"})
-    Trainer(validate_config(raw), tmp_path / "run", progress=False).train()
+    raw = tiny_raw_config(**{"train.max_steps": 2, "train.backbone_lr_mult": 0.1, "train.schedule": "constant"})
+    Trainer(validate_config(raw), tmp_path / "run", progress=False).train(stop_after=1)  # no evaluation needed
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert record["lr"]["backbone"] == pytest.approx(1e-4) and record["lr"]["new"] == pytest.approx(1e-3)
 
@@ -152,13 +152,13 @@ def test_threads_setting_does_not_leak_out_of_training(tiny_raw_config, tmp_path
     before = torch.get_num_threads()
     want = before + 1
     trainer = Trainer(
-        validate_config(tiny_raw_config(**{"train.max_steps": 1, "train.threads": want})),
+        validate_config(tiny_raw_config(**{"train.max_steps": 2, "train.threads": want})),
         tmp_path / "r",
         progress=False,
     )
     seen = []
     trainer.optimizer.register_step_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
-    trainer.train()
+    trainer.train(stop_after=1)  # one step is enough, and stopping early skips the evaluation
     assert seen == [want]
     assert torch.get_num_threads() == before
 

@@ -1,7 +1,8 @@
 """Preemption with real processes: ``python -m mtdense.cli.main train`` is stopped by SIGTERM, by a Ctrl-C
 sent to its whole process group (SIGINT, with a loader worker in the group), or by ``kill -9`` once
 ``metrics.jsonl`` shows progress; ``--resume`` must then end bitwise equal to an uninterrupted run, and
-``metrics.jsonl`` must hold every step exactly once."""
+``metrics.jsonl`` must hold every step exactly once. (A signal to one rank of a DDP run is tested with the other
+torchrun tests in ``test_ddp.py``.)"""
 
 from __future__ import annotations
 
@@ -119,48 +120,3 @@ def test_hard_kill_loses_only_the_steps_since_the_last_checkpoint(reference, tmp
 
     assert main(["train", str(cfg), "--out", str(out), "--resume"]) == 0
     _assert_equal_to_reference(out, reference_state)
-
-
-def _rank_pid(launcher: int, rank: int, timeout: float = 120) -> int:
-    """The pid of the torchrun worker of ``rank`` (a child of the launcher with ``RANK=<rank>``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                environ = (stat.parent / "environ").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == launcher and f"RANK={rank}".encode() in environ:
-                return int(stat.parent.name)
-        time.sleep(0.1)
-    pytest.fail(f"no worker of rank {rank} under torchrun {launcher}")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through /proc")
-def test_ddp_a_signal_to_one_rank_stops_all_after_the_same_step(reference, tmp_path):
-    """SIGTERM reaches only rank 1: both ranks stop after the same step (none waits forever in a collective),
-    rank 0's checkpoint holds both ranks' RNG states, and a torchrun --resume finishes the run."""
-    cfg, _ = reference
-    out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    train = ["-m", "mtdense.cli.main", "train", str(cfg), "--out", str(out)]
-    proc = subprocess.Popen([*launch, *train], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    rank1 = _rank_pid(proc.pid, 1)
-    _wait_for_step(proc, out, 1, timeout=180)
-    os.kill(rank1, signal.SIGTERM)
-    _, err = proc.communicate(timeout=180)
-
-    assert proc.returncode != 0
-    assert err.count("training stopped by SIGTERM after step") == 2, err[-3000:]  # both ranks
-    state = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert f"training stopped by SIGTERM after step {state['step']}: wrote checkpoint" in err  # rank 0
-    assert 1 <= state["step"] < MAX_STEPS and state["step"] == max(_train_steps(out))
-    assert state["rng"]["world_size"] == 2 and len(state["rng"]["ranks"]) == 2
-
-    done = subprocess.run([*launch, *train, "--resume"], capture_output=True, text=True, env=env, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == MAX_STEPS
-    assert _train_steps(out) == list(range(1, MAX_STEPS + 1))

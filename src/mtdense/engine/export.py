@@ -29,7 +29,10 @@ emits natively; it is ≥ 17 as asked) and checked with ``onnx.checker.check_mod
 Every graph is checked after writing: it is run (ONNX Runtime for ONNX) on a fixed random image and its
 outputs compared with the eager model's; with ``dynamic`` it is also run at a second, larger size
 (:func:`second_size`), and a model that the exporter specialised to the traced size is a clear error
-instead of a file that silently computes wrong outputs at other sizes.
+instead of a file that silently computes wrong outputs at other sizes. A model known to be specialised
+(:data:`SIZE_SPECIALISED`) is refused before any trace; for any other, the input range torch.export derived is
+read right after the trace, and a range that excludes the second size is the error, before conversion and
+saving (choice: the same error the check at the second size would give, minutes of ONNX conversion earlier).
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ SPEC_FILE = "mtdense.json"
 SPEC_VERSION = "mtdense-export-1"
 #: the graph's outputs equal the eager model's within ``ATOL × max(1, max |eager output|)`` (float32 rounding)
 ATOL = 1e-4
+
+#: architectures whose graph torch.export specialises to the traced height/width, and why: ``--dynamic`` in a format
+#: traced by torch.export (onnx, exported) is refused up front for them, instead of after a trace that cannot work
+#: (``tests/engine/test_export.py`` checks, under ``heavy``, that each entry's model does specialise without it)
+SIZE_SPECIALISED: dict[str, str] = {
+    "trl": "the task-attentional modules' mask decoders call ConvTranspose2d(output_size=...), whose output padding "
+    "PyTorch computes in Python from the sizes; torch.export turns those checks into bounds on the input "
+    "(height <= the traced height), so the graph does not run at a larger size",
+}
 
 
 # -- the exported module ------------------------------------------------------------------------------------
@@ -226,12 +238,14 @@ class ExportJob:
 @dataclass(frozen=True)
 class ExportFormat:
     """A format: file suffix, writer ``(job, path) -> spec``, and a loader ``path -> callable`` for the check
-    (``None``: nothing to run, e.g. safetensors weights)."""
+    (``None``: nothing to run, e.g. safetensors weights); ``torch_export``: the writer traces with torch.export
+    (so :data:`SIZE_SPECIALISED` applies to ``--dynamic``)."""
 
     suffix: str
     write: Callable[[ExportJob, Path], dict[str, Any]]
     runner: Callable[[Path], Callable[[Tensor], dict[str, Tensor]]] | None
     graph: bool
+    torch_export: bool = False
 
 
 def second_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -305,9 +319,25 @@ def _write_safetensors(job: ExportJob, out: Path) -> dict[str, Any]:
     return spec
 
 
+def _dynamic_size_range(job: ExportJob, ep: torch.export.ExportedProgram) -> dict[str, Any] | None:
+    """The input range of a ``dynamic`` program (``None`` when not dynamic); a range that excludes the size the
+    export is checked at (:func:`second_size`) is an error here, before the program is converted or saved."""
+    if not job.dynamic:
+        return None
+    ranges = _size_range(ep)
+    for (label, (lo, hi)), value in zip(ranges.items(), second_size(job.size), strict=True):
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise MtdenseError(
+                f"{job.fmt} export of model {job.run.cfg.model.name!r} with dynamic height/width: torch.export "
+                f"specialised the graph to a {label} in [{lo}, {hi if hi is not None else 'any'}], so it does not run "
+                f"at {value} (export without --dynamic for a fixed size)"
+            )
+    return ranges
+
+
 def _write_exported(job: ExportJob, out: Path) -> dict[str, Any]:
     ep = _export_program(job)
-    spec = _spec_with_run(job, size_range=_size_range(ep) if job.dynamic else None)
+    spec = _spec_with_run(job, size_range=_dynamic_size_range(job, ep))
     torch.export.save(ep, str(out), extra_files={SPEC_FILE: _full_record(spec, job.run)})
     return spec
 
@@ -328,7 +358,7 @@ def _write_torchscript(job: ExportJob, out: Path) -> dict[str, Any]:
 def _write_onnx(job: ExportJob, out: Path) -> dict[str, Any]:
     onnx = _require_onnx("onnx")
     ep = _export_program(job)
-    spec = _spec_with_run(job, size_range=_size_range(ep) if job.dynamic else None)
+    spec = _spec_with_run(job, size_range=_dynamic_size_range(job, ep))
     # the exporter reports its progress on stdout and logs optional operators it skips (torchvision's) as warnings;
     # the CLI prints one line of its own instead
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logger("torch.onnx"):
@@ -400,9 +430,9 @@ def _run_onnx(path: Path) -> Callable[[Tensor], dict[str, Tensor]]:
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {
     "safetensors": ExportFormat(".safetensors", _write_safetensors, None, graph=False),
-    "onnx": ExportFormat(".onnx", _write_onnx, _run_onnx, graph=True),
+    "onnx": ExportFormat(".onnx", _write_onnx, _run_onnx, graph=True, torch_export=True),
     "torchscript": ExportFormat(".ts", _write_torchscript, _run_torchscript, graph=True),
-    "exported": ExportFormat(".pt2", _write_exported, _run_exported, graph=True),
+    "exported": ExportFormat(".pt2", _write_exported, _run_exported, graph=True, torch_export=True),
 }
 
 
@@ -519,6 +549,12 @@ def export_loaded(
     fmt_spec = export_format(fmt)
     if not fmt_spec.graph and (dynamic or size is not None):
         raise MtdenseError(f"--format {fmt}: weights only, --size and --dynamic apply to onnx, torchscript, exported")
+    name = run.cfg.model.name
+    if dynamic and fmt_spec.torch_export and name in SIZE_SPECIALISED:
+        raise MtdenseError(
+            f"--dynamic: model {name!r} cannot be exported to {fmt} with dynamic height/width: "
+            f"{SIZE_SPECIALISED[name]} (export without --dynamic for a fixed size)"
+        )
     if fmt == "onnx":
         _require_onnx("onnx")
         _require_onnx("onnxruntime")
