@@ -68,6 +68,18 @@ def _resolve(raw: dict[str, Any], overrides: list[str], *, source: str) -> dict[
     return resolved
 
 
+def _check_selection(flag: str, what: str, asked: list[str] | None, available: list[str], suite_path: Path) -> None:
+    """A :class:`ConfigError` naming ``flag`` when ``asked`` (``None``: not restricted) is empty or names
+    something the suite does not have."""
+    if asked is None:
+        return
+    unknown = [a for a in asked if a not in available]
+    if unknown or not asked:
+        raise ConfigError(
+            f"{flag}: unknown {what} {unknown} of suite {suite_path.stem} (it has: {', '.join(available) or 'none'})"
+        )
+
+
 def plan_suite(
     suite: Suite,
     suite_path: Path,
@@ -84,20 +96,8 @@ def plan_suite(
     here, before anything trains. ``only_methods`` keeps only those methods and ``only_task_sets`` only those
     task sets of the methods expanded over task sets. A reference is trained only when a planned method has
     its task (Δm needs exactly those): a suite restricted to S-D and S-D-N trains no edge reference."""
-    if only_task_sets is not None:
-        unknown = [t for t in only_task_sets if t not in suite.task_sets]
-        if unknown or not only_task_sets:
-            raise ConfigError(
-                f"--task-sets: unknown task set(s) {unknown} of suite {suite_path.stem} "
-                f"(it has: {', '.join(suite.task_sets) or 'none'})"
-            )
-    if only_methods is not None:
-        unknown = [m for m in only_methods if m not in suite.methods]
-        if unknown or not only_methods:
-            raise ConfigError(
-                f"--methods: unknown method(s) {unknown} of suite {suite_path.stem} "
-                f"(it has: {', '.join(suite.methods)})"
-            )
+    _check_selection("--task-sets", "task set(s)", only_task_sets, list(suite.task_sets), suite_path)
+    _check_selection("--methods", "method(s)", only_methods, list(suite.methods), suite_path)
     seeds = list(seeds if seeds is not None else suite.seeds)
     if not seeds:
         raise ConfigError("--seeds: expected at least one seed")
