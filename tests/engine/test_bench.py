@@ -199,7 +199,7 @@ def test_task_sets_filter_drops_unused_references(tmp_path: Path, capsys: pytest
     assert sorted(r.name for r in full.references) == ["stl_depth", "stl_edge", "stl_normals", "stl_semseg"]
     assert sorted(r.name for r in some.references) == ["stl_depth", "stl_normals", "stl_semseg"]
     assert sorted(r.name for r in some.methods) == sorted(
-        f"{m}_{t}" for m in ("mtl", "padnet", "xtam") for t in ("sd", "sdn")
+        f"{m}_{t}" for m in ("mtl", "padnet", "xtam", "padnet_original") for t in ("sd", "sdn")
     )
     assert some.reference_tasks == ["semseg", "depth", "normals"]
     only_sd = plan_suite(suite, path, out=tmp_path, seeds=[0], only_task_sets=["sd"], only_methods=["xtam"])

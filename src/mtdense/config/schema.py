@@ -359,8 +359,16 @@ class UdaConfig(Section):
     side_outputs: bool = True
 
 
+class ProbeConfig(Section):
+    """The gradient probe (:mod:`mtdense.engine.probe`): every ``every`` steps (a multiple of ``train.log_every``),
+    log each task's gradient norm on the shared parameters, its loss weight as the balancer applies it, and the
+    cosine between every two tasks' gradients, in ``metrics.jsonl``. The run's weights are unchanged by it."""
+
+    every: int = Field(50, ge=1)
+
+
 class Config(Section):
-    """The whole experiment. Optional sections (``uda``) switch on trainer extensions
+    """The whole experiment. Optional sections (``uda``, ``probe``) switch on trainer extensions
     (:data:`mtdense.engine.setup.EXTENSIONS`)."""
 
     seed: int = 0
@@ -370,3 +378,4 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     uda: UdaConfig | None = None
+    probe: ProbeConfig | None = None

@@ -182,17 +182,19 @@ def _absent_as_none(old: Any, new: Any) -> bool:
     )
 
 
+def material_changes(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_changes` without a key one side lacks and the other holds as ``None``: an optional section
+    (``uda``, ``probe``, ``data.val_data``) added to the schema after ``saved`` was written, left off."""
+    return {k: v for k, v in config_changes(saved, current).items() if not _absent_as_none(*v)}
+
+
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], *, source: str) -> None:
     """Raise :class:`ConfigError` listing ``key: old → new`` for every change outside
     :data:`RESUME_MAY_CHANGE` between the config saved in ``source`` and the one given now.
 
     A key the saved config lacks and the current one holds as ``None`` (an optional section such as ``uda`` or
     ``data.val_data``, added to the schema after the checkpoint was written, left off) is no change."""
-    changed = {
-        k: (old, new)
-        for k, (old, new) in config_changes(saved, current).items()
-        if k not in RESUME_MAY_CHANGE and not _absent_as_none(old, new)
-    }
+    changed = {k: v for k, v in material_changes(saved, current).items() if k not in RESUME_MAY_CHANGE}
     if changed:
         lines = "\n".join(f"  {k}: {old!r} → {new!r}" for k, (old, new) in changed.items())
         raise ConfigError(

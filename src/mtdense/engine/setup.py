@@ -285,9 +285,17 @@ def build_uda(cfg: Config, *, progress: bool = True) -> TrainerExtension:
     )
 
 
+def build_probe(cfg: Config, *, progress: bool = True) -> TrainerExtension:
+    """The gradient probe of ``cfg.probe`` (:class:`mtdense.engine.probe.GradProbe`)."""
+    from mtdense.engine.probe import GradProbe
+
+    assert cfg.probe is not None
+    return GradProbe(every=cfg.probe.every)
+
+
 #: optional top-level config section → builder of its trainer extension (:mod:`mtdense.engine.extensions`);
 #: the trainer gets one extension per section present in the config, in this order
-EXTENSIONS: dict[str, Callable[..., TrainerExtension]] = {"uda": build_uda}
+EXTENSIONS: dict[str, Callable[..., TrainerExtension]] = {"uda": build_uda, "probe": build_probe}
 
 
 def build_extensions(cfg: Config, *, progress: bool = True) -> list[TrainerExtension]:

@@ -30,7 +30,7 @@ from typing import Any
 
 from mtdense.config.load import read_yaml, save_config, validate_config
 from mtdense.engine.bench.plan import RunSpec
-from mtdense.engine.checkpoint import CHECKPOINT_DIR, LAST, RESUME_MAY_CHANGE, config_changes
+from mtdense.engine.checkpoint import CHECKPOINT_DIR, LAST, RESUME_MAY_CHANGE, material_changes
 from mtdense.errors import TrainingError
 
 RESUMABLE = (RESUME_MAY_CHANGE - {"train.max_steps", "data.root"}) | {"train.threads"}
@@ -47,7 +47,7 @@ def decide(run: RunSpec) -> tuple[str, dict[str, Any]]:
     if not saved_path.is_file():
         return "train", run.config
     saved = read_yaml(saved_path)
-    changes = config_changes(saved, run.config)
+    changes = material_changes(saved, run.config)
     if (run.out / "results.json").is_file() and set(changes) <= RESUMABLE:
         return "reuse", run.config
     if checkpoint.is_file() and set(changes) <= RESUMABLE:
