@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mtdense.config.load import apply_overrides, config_to_dict, read_yaml, resolve_config, validate_config
-from mtdense.engine.bench import _prepare_data
+from mtdense.engine.bench import prepare_data
 from mtdense.engine.bench.suite import load_suite
 
 
@@ -25,7 +25,7 @@ def test_prepare_data_renders_the_evaluation_domain_and_the_uda_target(tmp_path:
         ],
         source="test",
     )
-    _prepare_data([config_to_dict(validate_config(raw))])
+    prepare_data([config_to_dict(validate_config(raw))])
     for name in ("a", "b_val", "b_train"):
         assert (tmp_path / name / "meta.json").is_file(), name
 

@@ -227,6 +227,13 @@ def _parser() -> argparse.ArgumentParser:
         "--config", default=None, help="demo config: a YAML file or packaged name (default: the packaged `demo`)"
     )
     m.add_argument("--out", default="runs/demo")
+    m.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="parallel training processes of one thread each (default 2, as `mtdense bench synthetic-demo --jobs 2`); "
+        "1: one run after the other in this process with the config's train.threads",
+    )
     m.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
 
     c = sub.add_parser(
@@ -435,7 +442,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mtdense.engine.demo import run_demo
 
-    run_demo(config=args.config, out=args.out, overrides=list(args.overrides))
+    run_demo(config=args.config, out=args.out, overrides=list(args.overrides), jobs=args.jobs)
     return 0
 
 

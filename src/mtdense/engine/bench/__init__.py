@@ -34,7 +34,7 @@ from mtdense.engine.bench.report import markdown_table
 from mtdense.engine.bench.runner import run_all
 from mtdense.engine.bench.suite import load_suite, packaged_suite_names
 
-__all__ = ["load_suite", "packaged_suite_names", "plan_suite", "run_bench"]
+__all__ = ["load_suite", "packaged_suite_names", "plan_suite", "prepare_data", "run_bench"]
 
 
 def _domains(section: Any) -> Iterator[DomainData]:
@@ -50,7 +50,7 @@ def _domains(section: Any) -> Iterator[DomainData]:
             yield from _domains(item)
 
 
-def _prepare_data(configs: list[dict[str, Any]]) -> None:
+def prepare_data(configs: list[dict[str, Any]]) -> None:
     """Render every synthetic dataset the runs need once, here, before parallel runs could race on it: each
     run's ``data`` and every other domain it opens (its evaluation domain ``data.val_data``, a UDA target)."""
     from mtdense.config.load import validate_config
@@ -86,7 +86,7 @@ def run_bench(
         spec, path, out=out, seeds=seeds, overrides=overrides, jobs=jobs, only_methods=methods, only_task_sets=task_sets
     )
     out.mkdir(parents=True, exist_ok=True)
-    _prepare_data([r.config for r in (*plan.references, *plan.methods)])
+    prepare_data([r.config for r in (*plan.references, *plan.methods)])
 
     actions = run_all(plan.references, jobs=jobs, logs=out / "logs")
     write_baselines(plan)
