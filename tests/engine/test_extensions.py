@@ -118,8 +118,12 @@ def test_a_non_finite_extension_term_stops_the_step_and_is_named(recording, tiny
 
 
 def test_registry_builds_one_extension_per_section_present(tiny_raw_config):
-    assert S.EXTENSIONS == {"uda": S.build_uda}
+    from mtdense.engine.probe import GradProbe
+
+    assert S.EXTENSIONS == {"uda": S.build_uda, "probe": S.build_probe}
     assert S.build_extensions(validate_config(_raw(tiny_raw_config))) == []
+    built = S.build_extensions(validate_config({**_raw(tiny_raw_config), "probe": {"every": 5}}))
+    assert len(built) == 1 and isinstance(built[0], GradProbe) and built[0].every == 5
 
 
 def test_checkpoints_from_before_an_optional_section_still_resume(tiny_raw_config):
