@@ -136,10 +136,10 @@ def figure(curves: dict[str, Any], path: Path) -> None:
             vals = [[s[f"probe/grad/{t}"][i] for s in series] for i in range(len(steps))]
             mean = [statistics.fmean(v) for v in vals]
             ax.plot(steps, mean, label=t)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (mean over seeds)", fontsize=9)
         ax.set_xlabel("step")
         ax.set_yscale("log")
-    axes[0][0].set_ylabel("‖g_t‖ on the shared encoder (mean over seeds)")
+    axes[0][0].set_ylabel("‖g_t‖, shared encoder")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
