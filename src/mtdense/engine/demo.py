@@ -9,9 +9,9 @@ table of every model) and ``OUT/predictions.png`` (a figure of predictions on va
 The demo is seed 0 of the ``mtinet`` row of the ``synthetic-demo`` suite (``mtdense bench synthetic-demo``, three
 seeds), trained the same way: with ``jobs`` > 1 (default 2) the runs go to that many parallel processes of one
 intra-op thread each (``train.threads=1``), the multi-task run first and the single-task runs beside it, as
-``mtdense bench --jobs 2`` runs them. On 2 cores that is faster than one run after the other with 2 threads each
-(two single-threaded processes use both cores fully; one process does not scale to 2 threads), and it gives the
-suite's numbers bit for bit. Δm is computed once every run has finished. Sub-runs are reused when finished with
+``mtdense bench --jobs 2`` runs them, so that it gives the suite's numbers bit for bit (two single-threaded
+processes keep both cores busy; whether that is faster than one run after the other with 2 threads has not been
+measured in one run, see README). Δm is computed once every run has finished. Sub-runs are reused when finished with
 the same config and resumed when interrupted (:func:`mtdense.engine.bench.runner.decide`), so an interrupted demo
 continues cheaply; their logs are in ``OUT/logs/``.
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtdense.config.derive import single_task_config
 from mtdense.config.load import apply_overrides, config_to_dict, read_yaml, resolve_config, validate_config
 from mtdense.engine.report import format_results, markdown_table
+
+if TYPE_CHECKING:
+    from mtdense.engine.bench.plan import RunSpec
 
 DEFAULT_CONFIG = "demo"
 """The packaged config ``mtdense/configs/demo.yaml`` (found by name, so the demo runs from any folder)."""
@@ -38,7 +41,7 @@ def plan_demo(
     out: str | Path = "runs/demo",
     overrides: list[str] | None = None,
     jobs: int = 2,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[RunSpec, dict[str, RunSpec]]:
     """``(multi-task run, {task: single-task run})`` of the demo as :class:`~mtdense.engine.bench.plan.RunSpec`,
     their configs resolved: ``config`` with ``overrides`` (and ``train.threads=1`` when ``jobs`` > 1), and the
     single-task networks derived from it by :func:`mtdense.config.derive.single_task_config`."""

@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from mtdense.engine.evaluator import autocast_context
 from mtdense.engine.extensions import Extension
 from mtdense.errors import ConfigError
 from mtdense.losses import task_of
@@ -125,14 +124,10 @@ class GradProbe(Extension):
         model = trainer.model
         buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         balancer = copy.deepcopy(trainer.balancer)
-        image = batch["image"]
-        if trainer.cfg.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
         try:
             devices = [trainer.device] if trainer.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):
-                with autocast_context(trainer.device, trainer.cfg.train.bf16):
-                    outputs = model(image)
+                outputs = trainer.forward(batch["image"], model=model)
                 losses = compute_losses(outputs, batch, trainer.tasks)
                 if not losses:
                     return {}

@@ -453,13 +453,18 @@ class Trainer:
             checkpoint=checkpoint,
         )
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
-        image = batch["image"]
+    def forward(self, image: Tensor, *, model: torch.nn.Module | None = None) -> dict[str, Tensor]:
+        """``model`` (default: the DDP-wrapped training model) on ``image`` (on the device) as a training step runs
+        it: channels_last when ``train.channels_last``, under bf16 autocast when ``train.bf16``. Extensions that run
+        their own forward passes (``uda``: the target images; ``probe``: the unwrapped model) call this."""
         if self.cfg.train.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.cfg.train.bf16):
-            outputs = self.ddp_model(image)
+            return (self.ddp_model if model is None else model)(image)
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+        outputs = self.forward(batch["image"])
         phase1 = self.step < self.cfg.train.phase1_steps
         if phase1:
             keep = self.model.phase_outputs(1)

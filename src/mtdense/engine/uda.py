@@ -343,13 +343,8 @@ class UdaExtension(Extension):
         self, trainer: Trainer, batch: dict[str, Any], outputs: dict[str, Tensor], step: int
     ) -> dict[str, Tensor]:
         """``uda/adv/<key>``: ``(λ_adv / K) · BCE(D_k(target output k), source)`` (module docstring)."""
-        from mtdense.engine.evaluator import autocast_context
-
         image = self._target_batch(trainer, step)["image"].to(trainer.device, non_blocking=True)
-        if trainer.cfg.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast_context(trainer.device, trainer.cfg.train.bf16):
-            target_out = trainer.ddp_model(image)
+        target_out = trainer.forward(image)
         source_targets: dict[str, Tensor | None] = {}
         for t in self._main_tasks:
             value = batch.get(trainer.tasks[t].target_key)
