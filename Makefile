@@ -9,15 +9,21 @@ TORCH  ?= torch==2.13.0
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# what `mtdense demo` needs: torch and the package's own dependencies (no test, lint or ONNX tools)
+$(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
+	$(BIN)/pip install --disable-pip-version-check -q -e .
+	touch $@
+
+# everything `make test` needs on top
+$(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
 	# the official Cityscapes label table, which tests compare our copy with (--no-deps: its GUI tools' deps are not needed)
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps "cityscapesscripts>=2.2"
 	touch $@
 
-demo: install
+demo: $(VENV)/.runtime
 	$(BIN)/mtdense demo --out runs/demo
 
 test: install

@@ -23,7 +23,8 @@ compiles (cold / cached as above).
 Method: ``--warmup`` untimed calls (the first one is timed on its own: it compiles), then the median of
 ``--repeats`` calls. Variants alternate over ``--passes`` passes (order rotated every pass); each keeps its best
 pass (other load only ever adds time). The 1-minute load average is recorded at the start of each pass and at the
-end. A variant that fails or exceeds ``--timeout`` is reported as such and the run goes on. Each section is
+end. A variant that fails or exceeds ``--timeout`` (``--export-timeout`` for a process that has to export ONNX first)
+is reported as such, is not tried again in later passes, and the run goes on. Each section is
 written only by a run that measured it (``--no-train`` / ``--no-infer`` split the work).
 
 Cost: compiling dominates. On the 2-core development machine at a load average of 7-12, compiling MTL
@@ -258,7 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed calls per process")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per process (the first compiles)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per process before it is given up")
+    p.add_argument(
+        "--export-timeout", type=float, help="seconds for a process that exports ONNX first (default: --timeout)"
+    )
     p.add_argument("--no-write", action="store_true", help="print only")
+    p.add_argument(
+        "--raw",
+        type=Path,
+        help="append every process's result to this JSON-lines file as it ends, and reuse the ones it already "
+        "holds for the same pass, architecture, size, variant and setting (a killed run resumes where it stopped)",
+    )
+    p.add_argument(
+        "--scratch",
+        type=Path,
+        help="keep the exported ONNX files and the Inductor cache here (kept afterwards; with --raw, a resumed run "
+        "finds the cache its interrupted run warmed); default: a temporary folder removed at the end",
+    )
     args = p.parse_args(argv)
     if args.child:
         print(json.dumps(_child(json.loads(args.child))))
@@ -290,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # a SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: the running child is killed and the scratch folder removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    scratch = Path(tempfile.mkdtemp(prefix="mtdense_bench_inference_"))
+    scratch = args.scratch or Path(tempfile.mkdtemp(prefix="mtdense_bench_inference_"))
+    scratch.mkdir(parents=True, exist_ok=True)
     env = dict(
         os.environ,
         OMP_NUM_THREADS=str(args.threads),
@@ -301,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         jobs += [("train", m, args.train_size) for m in models]
     results: dict[tuple, list[dict]] = {}
     loads: list[float] = []
+    done: dict[str, dict] = {}
+    reused = 0
+    if args.raw and args.raw.is_file():
+        for line in args.raw.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["key"]] = row["result"]
     t0 = time.perf_counter()
     try:
         for i in range(args.passes):
@@ -320,7 +344,33 @@ def main(argv: list[str] | None = None) -> int:
                         "repeats": args.repeats,
                         "onnx_path": str(scratch / f"{m}_{size[0]}x{size[1]}.onnx"),
                     }
-                    r = _run_child(spec, timeout=args.timeout, env=env)
+                    key = json.dumps(
+                        [
+                            i,
+                            kind,
+                            m,
+                            configs[m],
+                            list(size),
+                            v,
+                            args.threads,
+                            args.warmup,
+                            args.repeats,
+                            args.train_batch,
+                        ]
+                    )
+                    r = done.get(key)
+                    reused += r is not None
+                    earlier = results.get((kind, m, tuple(size), v), [])
+                    if r is None and earlier and "error" in earlier[-1]:
+                        r = {"error": earlier[-1]["error"], "not_retried": True}  # deterministic: not paid again
+                    if r is None:
+                        exporting = v == "onnx" and not Path(spec["onnx_path"]).is_file()
+                        limit = args.export_timeout if exporting and args.export_timeout else args.timeout
+                        r = _run_child(spec, timeout=limit, env=env)
+                        r["load_after"] = os.getloadavg()[0]
+                        if args.raw:
+                            with args.raw.open("a") as f:
+                                f.write(json.dumps({"key": key, "result": r}) + "\n")
                     results.setdefault((kind, m, tuple(size), v), []).append(r)
                     what = f"error: {r['error']}" if "error" in r else f"{r['median']:.3f} s, first {r['first']:.1f} s"
                     print(
@@ -330,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
         loads.append(os.getloadavg()[0])
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not args.scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     seconds = time.perf_counter() - t0
     setting = (
@@ -340,6 +391,15 @@ def main(argv: list[str] | None = None) -> int:
         f"average at the start of each pass and at the end: {', '.join(f'{x:.1f}' for x in loads)} on "
         f"{os.cpu_count()} cores; wall time of the whole run {seconds / 60:.0f} min."
     )
+    if reused:
+        after = [r["load_after"] for rs in results.values() for r in rs if "load_after" in r]
+        setting += (
+            f" Resumed run: {reused} of the measurements were taken by an earlier, interrupted run of this command and "
+            f"read back from `--raw` (1-minute load average after each measurement: "
+            f"{min(after):.1f}-{max(after):.1f})."
+            if after
+            else ""
+        )
     footer = "Configs (why this one): " + "; ".join(f"{m}: `{configs[m]}` ({why[m]})" for m in models) + "."
     for name, report, skip in (
         (SECTION, _infer_report, args.no_infer),
