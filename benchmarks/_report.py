@@ -21,20 +21,29 @@ HEADER = (
 )
 
 
+#: CPU flags that make bf16 matmuls native (AVX512-BF16, AMX); without them bf16 autocast is emulated and slow.
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
 def machine_summary() -> str:
-    """A one-line description of the machine: CPU model, cores, torch version and threads."""
+    """A one-line description of the machine: CPU model and its bf16 instructions, cores, torch version, threads."""
     import torch
 
     cpu = platform.processor() or platform.machine()
+    isa = ""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        for line in lines:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+        flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        # the instructions that decide whether bf16 autocast is fast on this CPU (machines of one name differ)
+        isa = " (" + ", ".join(f"{f}: {'yes' if f in flags else 'no'}" for f in _BF16_FLAGS) + ")"
     except OSError:
         pass
     return (
-        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{cpu}{isa}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()}"
     )
 

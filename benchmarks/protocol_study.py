@@ -16,13 +16,16 @@ largest and the mean std of Δm over methods at the last step, τ of the half-wa
 final ranking, the CPU minutes of the arm) and one table per arm (Δm mean ± std per method at every evaluated
 step). ``--save FILE`` keeps the per-step primary metrics of every run in a JSON, and ``--curves FILE`` reads them
 back instead of the run folders (the study's curves are kept in ``docs/results/``), so the tables and the figure
-can be regenerated without the runs.
+can be regenerated without the runs; ``--curves`` together with new arms adds them to the saved ones, so a study
+whose arms were run on different days (run folders do not outlive a machine) is reported and saved as one.
 
 Usage::
 
     python benchmarks/protocol_study.py "72x96, 1200 steps=runs/bench/2a-study-72x96-1200/results.json" \
         --save docs/results/protocol-study.json --figure docs/figures/protocol_study.png
     python benchmarks/protocol_study.py --curves docs/results/protocol-study.json
+    python benchmarks/protocol_study.py --curves docs/results/protocol-study.json \
+        "48x64, 700 steps=runs/bench/2a-study-48x64-700/results.json" --save docs/results/protocol-study.json
 """
 
 from __future__ import annotations
@@ -210,23 +213,33 @@ def main(argv: list[str] | None = None) -> int:
         metavar="LABEL=RESULTS_JSON[#EVALUATION]",
         help="one bench results.json per protocol; #EVALUATION: its runs' RUN/eval/EVALUATION.json instead",
     )
-    p.add_argument("--curves", type=Path, help="read the arms from a JSON written by --save instead")
+    p.add_argument(
+        "--curves",
+        type=Path,
+        action="append",
+        default=[],
+        help="read arms from a JSON written by --save (repeatable; with LABEL=RESULTS_JSON arms: all, these first)",
+    )
     p.add_argument("--save", type=Path, help="keep the arms' per-step metrics in this JSON")
     p.add_argument("--figure", type=Path, help="Δm over training, one panel per arm")
     p.add_argument("--markdown", type=Path, help="also write the tables to this file")
     args = p.parse_args(argv)
-    if bool(args.arms) == bool(args.curves):
-        p.error("give either LABEL=RESULTS_JSON arms or --curves FILE")
-    if args.curves:
-        arms = json.loads(args.curves.read_text())["arms"]
-    else:
-        arms = []
-        for item in args.arms:
-            label, sep, spec = item.rpartition("=")
-            if not sep or not label:
-                p.error(f"expected LABEL=RESULTS_JSON[#EVALUATION], got {item!r}")
-            path, _, evaluation = spec.partition("#")
-            arms.append(collect(label, Path(path), evaluation=evaluation or None))
+    if not args.arms and not args.curves:
+        p.error("give LABEL=RESULTS_JSON arms, --curves FILE, or both")
+    arms = []
+    for curves in args.curves:
+        if not curves.is_file():
+            p.error(f"--curves {curves}: no such file")
+        arms.extend(json.loads(curves.read_text())["arms"])
+    for item in args.arms:
+        label, sep, spec = item.rpartition("=")
+        if not sep or not label:
+            p.error(f"expected LABEL=RESULTS_JSON[#EVALUATION], got {item!r}")
+        path, _, evaluation = spec.partition("#")
+        arms.append(collect(label, Path(path), evaluation=evaluation or None))
+    labels = [arm["label"] for arm in arms]
+    if len(set(labels)) != len(labels):
+        p.error(f"two arms share a label: {sorted({x for x in labels if labels.count(x) > 1})}")
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "arms": arms}, indent=1))

@@ -98,6 +98,23 @@ def test_saved_curves_give_the_same_tables_without_the_runs(study, tmp_path):
     assert "| 48x64 | 48×64 | 480 | 200 | 2 |" in first
 
 
+def test_saved_arms_and_new_arms_are_reported_and_saved_together(study, tmp_path, capsys):
+    """An arm run on another day (its run folders gone) joins a new one through ``--curves``; a label used twice
+    is refused before anything is written."""
+    saved = tmp_path / "old.json"
+    study.main([f"day 1={_bench(tmp_path / 'day1')}", "--save", str(saved)])
+    both = tmp_path / "both.json"
+    assert study.main(["--curves", str(saved), f"day 2={_bench(tmp_path / 'day2')}", "--save", str(both)]) == 0
+    arms = json.loads(both.read_text())["arms"]
+    assert [arm["label"] for arm in arms] == ["day 1", "day 2"]
+    assert arms[0] == json.loads(saved.read_text())["arms"][0]
+    assert study.analyse(arms[1])["methods"]["b"][1]["per_seed"] == pytest.approx([10.0, 20.0])
+    again = tmp_path / "again.json"
+    with pytest.raises(SystemExit):
+        study.main(["--curves", str(saved), f"day 1={_bench(tmp_path / 'day3')}", "--save", str(again)])
+    assert "two arms share a label: ['day 1']" in capsys.readouterr().err and not again.exists()
+
+
 def test_kendall_tau(study):
     assert study._kendall(["a", "b", "c"], ["a", "b", "c"]) == 1.0
     assert study._kendall(["a", "b", "c"], ["c", "b", "a"]) == -1.0

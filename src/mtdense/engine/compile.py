@@ -25,14 +25,16 @@ smaller last batch) and is large for the multi-scale models: for MTI-Net on HRNe
 288×384 it had not finished after 25 minutes (more than 4 CPU minutes) on a 2-core machine shared
 with other jobs; a tiny conv + BN model takes about 25 CPU seconds. PyTorch caches compiled graphs
 on disk (``TORCHINDUCTOR_CACHE_DIR``, by default under the temporary folder), so a later run of the
-same model and input shape compiles much faster. Whether the compiled step is faster has not been
-measured on that machine yet, so no shipped config turns it on; ``benchmarks/bench_train_step.py``
-compares compiled, eager and a reference version side by side.
+same model and input shape compiles much faster. Measured (``benchmarks/bench_inference.py``, section "Train step
+with and without torch.compile" of ``docs/benchmarks.md``; 2-core CPU, 96×128, batch 2): the compiled train step
+was *slower* than eager for every architecture (0.59-0.98×) after 96-416 s of compiling, so no shipped config
+turns it on; it is there for GPUs and larger inputs, where the trade-off differs (not measured here).
 
 Inference (``mtdense predict --compile``): :func:`compile_for_inference` compiles the eval-mode
 forward pass the same way, for whatever image sizes come (one static compile, then one with dynamic
 height and width); ``benchmarks/bench_inference.py`` measures it against eager fp32, bf16 autocast and
-ONNX Runtime, compile time apart.
+ONNX Runtime, compile time apart: on the 2-core CPU it gained 0-47 % over fp32 (section "Inference speed"),
+for 33-79 s of compiling on first use.
 
 Fallbacks and errors:
 
