@@ -52,6 +52,8 @@ def collect(label: str, results_json: Path, *, evaluation: str | None = None) ->
     value}}}}}}`` with the primary metric of every task each run evaluated, at every validation step; with
     ``evaluation``, only the final weights' results in ``RUN/eval/<evaluation>.json`` (what ``mtdense eval RUN
     --data-root OTHER --out RUN/eval/<evaluation>.json`` wrote: the same runs scored on another validation set)."""
+    from mtdense.engine.bench.aggregate import read_run_curves
+
     results = json.loads(results_json.read_text())
     arm: dict[str, Any] = {"label": label, "command": results.get("command"), "rows": {}}
     for group in ("references", "methods"):
@@ -67,12 +69,8 @@ def collect(label: str, results_json: Path, *, evaluation: str | None = None) ->
                     step = yaml.safe_load((Path(run["dir"]) / "config.yaml").read_text())["train"]["max_steps"]
                     seeds[seed] = {str(step): {t: res[t][_primary(t)] for t in entry["tasks"]}}
                     continue
-                for line in path.read_text().splitlines():
-                    rec = json.loads(line) if line.strip() else {}
-                    if rec.get("split") == "val" and "results" in rec:
-                        curve[str(rec["step"])] = {
-                            t: rec["results"][t][_primary(t)] for t in entry["tasks"] if t in rec["results"]
-                        }
+                for step, res in read_run_curves(Path(run["dir"]))["val"]:
+                    curve[str(step)] = {t: res[t][_primary(t)] for t in entry["tasks"] if t in res}
                 seeds[seed] = curve
             arm["rows"][name] = {
                 "kind": entry.get("kind"),
@@ -183,12 +181,10 @@ def report(arms: list[dict[str, Any]]) -> str:
 
 
 def figure(arms: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False, sharey=True)
+    fig = Figure(figsize=(5 * len(arms), 4), layout="constrained")
+    axes = fig.subplots(1, len(arms), squeeze=False, sharey=True)
     for ax, arm in zip(axes[0], arms, strict=True):
         an = analyse(arm)
         for name, per_step in an["methods"].items():
@@ -200,7 +196,6 @@ def figure(arms: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("Δm % (mean ± std over seeds)")
     axes[0][-1].legend(fontsize=7)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,13 @@ def read_results(run: RunSpec) -> dict[str, dict[str, float]]:
 
 def read_curves(run: RunSpec) -> dict[str, list]:
     """``{"train": [(step, loss)], "val": [(step, results)]}`` from the run's ``metrics.jsonl``."""
+    return read_run_curves(run.out)
+
+
+def read_run_curves(folder: Path) -> dict[str, list]:
+    """:func:`read_curves` of the run folder ``folder`` (empty lists when it has no ``metrics.jsonl``)."""
     curves: dict[str, list] = {"train": [], "val": []}
-    path = run.out / "metrics.jsonl"
+    path = folder / "metrics.jsonl"
     if not path.is_file():
         return curves
     for line in path.read_text(encoding="utf-8").splitlines():
