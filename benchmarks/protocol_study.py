@@ -132,6 +132,10 @@ def analyse(arm: dict[str, Any]) -> dict[str, Any]:
     order_at = [sorted(methods, key=lambda n, i=i: -out["methods"][n][i]["stat"][0]) for i in range(len(steps))]
     out["ranking"] = order_at
     out["tau_to_final"] = [_kendall(o, order_at[-1]) for o in order_at]
+    stable = len(steps) - 1  # the first evaluated step from which the ranking is the final one at every evaluation
+    while stable > 0 and order_at[stable - 1] == order_at[-1]:
+        stable -= 1
+    out["ranking_final_from"] = int(steps[stable])
     cost = 0.0
     for row in arm["rows"].values():
         if row.get("train_step_s"):
@@ -147,9 +151,10 @@ def _fmt(stat: tuple[float, float | None]) -> str:
 
 def report(arms: list[dict[str, Any]]) -> str:
     lines = [
-        "| protocol | size | train images | steps | seeds | max std Δm (same-seed refs) | mean std Δm | "
-        "max std Δm (seed-mean refs) | τ(half, final) | ranking at the last step (best first) | CPU min |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| protocol | size | train images | steps | seeds | rows with std Δm < 1 | max std Δm (same-seed refs) | "
+        "mean std Δm | max std Δm (seed-mean refs) | τ(half, final) | ranking final from step | "
+        "ranking at the last step (best first) | CPU min |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     analyses = [analyse(a) for a in arms]
     for arm, an in zip(arms, analyses, strict=True):
@@ -160,8 +165,9 @@ def report(arms: list[dict[str, Any]]) -> str:
         c = arm["config"]
         lines.append(
             f"| {arm['label']} | {c['size'][0]}×{c['size'][1]} | {c['train_images']} | {an['steps'][-1]} | "
-            f"{len(an['seeds'])} | {max(stds):.2f} | {statistics.fmean(stds):.2f} | {max(pooled):.2f} | "
-            f"{an['tau_to_final'][half]:+.2f} (step {an['steps'][half]}) | {' > '.join(an['ranking'][-1])} | "
+            f"{len(an['seeds'])} | {sum(v < 1.0 for v in stds)}/{len(stds)} | {max(stds):.2f} | "
+            f"{statistics.fmean(stds):.2f} | {max(pooled):.2f} | {an['tau_to_final'][half]:+.2f} "
+            f"(step {an['steps'][half]}) | {an['ranking_final_from']} | {' > '.join(an['ranking'][-1])} | "
             f"{an['cpu_minutes']:.0f} |"
         )
     for arm, an in zip(arms, analyses, strict=True):
@@ -181,16 +187,20 @@ def report(arms: list[dict[str, Any]]) -> str:
 
 
 def figure(arms: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5 * len(arms), 4), layout="constrained")
     axes = fig.subplots(1, len(arms), squeeze=False, sharey=True)
     for ax, arm in zip(axes[0], arms, strict=True):
         an = analyse(arm)
-        for name, per_step in an["methods"].items():
+        colours = matplotlib.colormaps["tab20"].colors  # more rows than the default cycle's 10 colours
+        for i, (name, per_step) in enumerate(an["methods"].items()):
             mean = [v["stat"][0] for v in per_step]
             std = [v["stat"][1] or 0.0 for v in per_step]
-            ax.errorbar(an["steps"], mean, yerr=std, label=name, capsize=2, marker="o", ms=3)
+            ax.errorbar(
+                an["steps"], mean, yerr=std, label=name, capsize=2, marker="o", ms=3, color=colours[i % len(colours)]
+            )
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_title(arm["label"], fontsize=9)
         ax.set_xlabel("step")

@@ -206,3 +206,23 @@ def test_cli_writes_the_style_and_the_engine_never_reuses_another(tmp_path, caps
     (root / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"style: on disk 'a', configured 'b'"):
         prepare_dataset_root(cfg("b"), progress=False)
+
+
+def test_engine_refuses_a_folder_with_other_split_sizes(tmp_path):
+    """A folder rendered with 1 val image is not silently used by a config asking for 3 (a protocol scored on more
+    validation images would otherwise be scored on the folder's few): the error names the split and both counts."""
+    from mtdense.config import load_config
+    from mtdense.engine.data import prepare_dataset_root
+
+    root = tmp_path / "indoor"
+    assert main(["data", "synth", str(root), "--train", "2", "--val", "1", "--size", "24x32", "--workers", "1"]) == 0
+
+    def cfg(train: int, val: int):
+        synth = f"{{family: indoor, train: {train}, val: {val}, size: [24, 32], seed: 0}}"
+        return load_config("demo", [f"data.root={root}", f"data.synth={synth}"])
+
+    with pytest.raises(DataError, match=r"val: on disk 1, configured 3"):
+        prepare_dataset_root(cfg(2, 3), progress=False)
+    with pytest.raises(DataError, match=r"train: on disk 2, configured 5"):
+        prepare_dataset_root(cfg(5, 1), progress=False)
+    assert prepare_dataset_root(cfg(2, 1), progress=False) == root

@@ -79,6 +79,7 @@ def test_delta_m_per_step_spread_and_ranking_from_run_folders(study, tmp_path):
     assert a[1]["pooled"][0] == pytest.approx((pooled_a0 + pooled_a1) / 2)
     assert an["ranking"] == [["a", "b"], ["b", "a"]]
     assert an["tau_to_final"] == pytest.approx([-1.0, 1.0])
+    assert an["ranking_final_from"] == 200  # the ranking of step 100 is not the final one
     # CPU minutes: the references' 0.5 s/step x 200 steps x 2 seeds each; the methods logged no step time
     assert an["cpu_minutes"] == pytest.approx(2 * 0.5 * 200 * 2 / 60)
 
@@ -95,7 +96,8 @@ def test_saved_curves_give_the_same_tables_without_the_runs(study, tmp_path):
     out = tmp_path / "tables.md"
     assert study.main(["--curves", str(saved), "--markdown", str(out)]) == 0
     assert out.read_text().strip() == first.strip()
-    assert "| 48x64 | 48×64 | 480 | 200 | 2 |" in first
+    assert "| 48x64 | 48×64 | 480 | 200 | 2 | 1/2 | 7.07 |" in first  # b: 10 and 20 at step 200; a: no spread
+    assert "| -1.00 (step 100) | 200 | b > a |" in first  # step 100 ranks a > b
 
 
 def test_saved_arms_and_new_arms_are_reported_and_saved_together(study, tmp_path, capsys):

@@ -101,8 +101,12 @@ def _synth_meta_mismatches(root: Path, cfg: Config) -> list[str]:
         "size": list(spec.size),
         "seed": spec.seed,
         "generator_version": GENERATOR_VERSION,
+        "train": spec.train,
+        "val": spec.val,
     }
     found = {**meta, "style": meta.get("style", "a"), "size": list(meta.get("size", []))}
+    for split in ("train", "val"):  # the split files are what the readers use: count them, not meta's note
+        found[split] = sum(1 for line in (root / "gt_sets" / f"{split}.txt").read_text().splitlines() if line.strip())
     return [f"{k}: on disk {found.get(k)!r}, configured {v!r}" for k, v in expected.items() if found.get(k) != v]
 
 
@@ -111,7 +115,8 @@ def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
 
     A synthetic folder without ``meta.json`` — the writer's completion marker, written last — is an
     interrupted rendering and is rendered again; one rendered with other settings (family, style, size,
-    seed) or by another generator version is an error naming the differences (the folder may hold results
+    seed, number of train or val images: a protocol scored on 1,000 validation images must not be scored on
+    the 100 of a folder rendered earlier) or by another generator version is an error naming the differences (the folder may hold results
     a user wants to keep).
     """
     root = Path(cfg.data.root).expanduser()
