@@ -144,6 +144,17 @@ def analyse(arm: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def beaten_in_every_seed(an: dict[str, Any]) -> dict[str, list[str]]:
+    """At the last evaluated step: for each method (best mean Δm first), the methods whose Δm it exceeds in every
+    seed. Adjacent means within the seeds' spread may swap with another draw of seeds; a pair ordered the same way in
+    every seed is what the seeds resolve."""
+    last = {n: v[-1]["per_seed"] for n, v in an["methods"].items()}
+    order = an["ranking"][-1]
+    return {
+        a: [b for b in order if b != a and all(x > y for x, y in zip(last[a], last[b], strict=True))] for a in order
+    }
+
+
 def _fmt(stat: tuple[float, float | None]) -> str:
     m, s = stat
     return f"{m:+.2f}" + (f" ± {s:.2f}" if s is not None else "")
@@ -172,6 +183,17 @@ def report(arms: list[dict[str, Any]]) -> str:
         )
     for arm, an in zip(arms, analyses, strict=True):
         names = list(an["methods"])
+        if len(an["seeds"]) > 1:
+            lines += [
+                "",
+                f"**{arm['label']}**: at the last step, each method (best mean Δm first) and the ones it beats "
+                "in every seed (same-seed references): an order the seeds agree on, unlike adjacent means.",
+                "",
+            ]
+            lines += [
+                f"- {n} ({an['methods'][n][-1]['stat'][0]:+.2f}): " + (", ".join(b) if b else "–")
+                for n, b in beaten_in_every_seed(an).items()
+            ]
         lines += [
             "",
             f"**{arm['label']}**: Δm % (mean ± std over seeds {an['seeds']}, same-seed references) at each "

@@ -198,3 +198,25 @@ def test_val_data_eval_size_replaces_the_source_eval_size() -> None:
     assert eval_config(cfg).data.dataset == "cityscapes8"
     plain = load_config("uda/synthia2cityscapes_xtam")
     assert eval_config(plain).data.eval_size == plain.data.eval_size
+
+
+def test_eval_data_root_may_hold_more_images_than_the_run_was_rendered_with(tiny_raw_config, tmp_path):
+    """A run whose config renders its synthetic data (data.synth: 2 val images) is scored with --data-root on a
+    folder of the same generator settings with more validation images (the protocol study's 1,000-image
+    re-evaluation); training on such a folder is refused, since the config asks for other split sizes."""
+    small, big = tmp_path / "small", tmp_path / "big"
+    synth = {"family": "indoor", "train": 4, "val": 2, "size": [32, 48], "seed": 0}
+    raw = tiny_raw_config(
+        **{"data.root": str(small), "data.synth": synth, "data.tasks": ["semseg"], "train.max_steps": 1}
+    )
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run")]) == 0
+    argv = ["data", "synth", str(big), "--train", "4", "--val", "5", "--size", "32x48", "--workers", "1"]
+    assert main(argv) == 0
+    out = tmp_path / "big.json"
+    assert main(["eval", str(tmp_path / "run"), "--device", "cpu", "--data-root", str(big), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["semseg"]["mIoU"] >= 0.0
+    raw["data"]["root"] = str(big)
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run2")]) == 2  # val: on disk 5, configured 2

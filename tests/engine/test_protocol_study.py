@@ -80,6 +80,9 @@ def test_delta_m_per_step_spread_and_ranking_from_run_folders(study, tmp_path):
     assert an["ranking"] == [["a", "b"], ["b", "a"]]
     assert an["tau_to_final"] == pytest.approx([-1.0, 1.0])
     assert an["ranking_final_from"] == 200  # the ranking of step 100 is not the final one
+    assert study.beaten_in_every_seed(an) == {"b": ["a"], "a": []}  # step 200: b 10 and 20, a -10 and -10
+    an["methods"]["a"][1]["per_seed"] = [-10.0, 25.0]  # seed 1 now has a above b: no longer resolved
+    assert study.beaten_in_every_seed(an) == {"b": [], "a": []}
     # CPU minutes: the references' 0.5 s/step x 200 steps x 2 seeds each; the methods logged no step time
     assert an["cpu_minutes"] == pytest.approx(2 * 0.5 * 200 * 2 / 60)
 

@@ -79,7 +79,7 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.steps_per_epoch
 
 
-def _synth_meta_mismatches(root: Path, cfg: Config) -> list[str]:
+def _synth_meta_mismatches(root: Path, cfg: Config, *, split_sizes: bool = True) -> list[str]:
     """What differs between ``data.synth`` and the ``meta.json`` of the synthetic dataset at ``root``, as
     ``"key: on disk X, configured Y"`` lines (empty: the folder is the configured dataset). A ``meta.json``
     without ``style`` predates styles: its images are style ``a``'s (which renders as the generator always did)."""
@@ -107,17 +107,20 @@ def _synth_meta_mismatches(root: Path, cfg: Config) -> list[str]:
     found = {**meta, "style": meta.get("style", "a"), "size": list(meta.get("size", []))}
     for split in ("train", "val"):  # the split files are what the readers use: count them, not meta's note
         found[split] = sum(1 for line in (root / "gt_sets" / f"{split}.txt").read_text().splitlines() if line.strip())
+        if not split_sizes:
+            del expected[split]
     return [f"{k}: on disk {found.get(k)!r}, configured {v!r}" for k, v in expected.items() if found.get(k) != v]
 
 
-def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
+def prepare_dataset_root(cfg: Config, *, progress: bool = True, split_sizes: bool = True) -> Path:
     """The dataset folder; the synthetic benchmark is rendered there first if it is not on disk yet.
 
     A synthetic folder without ``meta.json`` — the writer's completion marker, written last — is an
     interrupted rendering and is rendered again; one rendered with other settings (family, style, size,
     seed, number of train or val images: a protocol scored on 1,000 validation images must not be scored on
-    the 100 of a folder rendered earlier) or by another generator version is an error naming the differences (the folder may hold results
-    a user wants to keep).
+    the 100 of a folder rendered earlier) or by another generator version is an error naming the differences
+    (the folder may hold results a user wants to keep). ``split_sizes=False`` accepts other numbers of images:
+    ``mtdense eval RUN --data-root OTHER`` scores a run on a folder the user names, e.g. a larger validation set.
     """
     root = Path(cfg.data.root).expanduser()
     if cfg.data.dataset == "synthetic":
@@ -139,7 +142,7 @@ def prepare_dataset_root(cfg: Config, *, progress: bool = True) -> Path:
                 style=spec.style,
                 progress=progress,
             )
-        elif spec is not None and (diff := _synth_meta_mismatches(root, cfg)):
+        elif spec is not None and (diff := _synth_meta_mismatches(root, cfg, split_sizes=split_sizes)):
             raise DataError(
                 f"{root} holds a synthetic dataset rendered with other settings than data.synth or by another "
                 f"generator version ({'; '.join(diff)}); delete it or point data.root elsewhere"

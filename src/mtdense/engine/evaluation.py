@@ -129,7 +129,7 @@ def evaluate_run(
     if data_root is not None:
         cfg.data.root = str(data_root)
     cfg.data.cache = False
-    root = D.prepare_dataset_root(cfg, progress=True)
+    root = D.prepare_dataset_root(cfg, progress=True, split_sizes=data_root is None)
     base = D.build_base_dataset(cfg, split, root=root)
     if cfg is not loaded.cfg and loaded.meta.get("num_classes") is not None:
         check_label_space(loaded.meta, D.dataset_meta(base), what=f"data.val_data ({cfg.data.root})")
