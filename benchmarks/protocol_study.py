@@ -214,14 +214,16 @@ def figure(arms: list[dict[str, Any]], path: Path) -> None:
 
     fig = Figure(figsize=(5 * len(arms), 4), layout="constrained")
     axes = fig.subplots(1, len(arms), squeeze=False, sharey=True)
-    for ax, arm in zip(axes[0], arms, strict=True):
-        an = analyse(arm)
-        colours = matplotlib.colormaps["tab20"].colors  # more rows than the default cycle's 10 colours
-        for i, (name, per_step) in enumerate(an["methods"].items()):
+    analyses = [analyse(arm) for arm in arms]
+    names = list(dict.fromkeys(n for an in analyses for n in an["methods"]))  # one colour per method in every panel
+    palette = matplotlib.colormaps["tab20"].colors  # more rows than the default cycle's 10 colours
+    colour = {n: palette[i % len(palette)] for i, n in enumerate(names)}
+    for ax, arm, an in zip(axes[0], arms, analyses, strict=True):
+        for name, per_step in an["methods"].items():
             mean = [v["stat"][0] for v in per_step]
             std = [v["stat"][1] or 0.0 for v in per_step]
             ax.errorbar(
-                an["steps"], mean, yerr=std, label=name, capsize=2, marker="o", ms=3, color=colours[i % len(colours)]
+                an["steps"], mean, yerr=std, label=name, capsize=2, marker="o", ms=3, color=colour[name]
             )
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_title(arm["label"], fontsize=9)
