@@ -147,3 +147,11 @@ def test_an_arm_from_a_re_evaluation_on_another_validation_set(study, tmp_path):
     out = tmp_path / "t.md"
     assert study.main([f"big val={results}#big", "--markdown", str(out)]) == 0
     assert "| big val | 48×64 | 480 | 200 | 2 |" in out.read_text()
+
+
+def test_figure_of_two_arms_is_written(study, tmp_path):
+    """--figure draws one panel per arm (one colour per method across panels) and writes a PNG."""
+    results = _bench(tmp_path / "runs")
+    png = tmp_path / "fig" / "study.png"
+    assert study.main([f"day 1={results}", f"day 2={results}", "--figure", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
