@@ -12,12 +12,14 @@ A learning curve of one long run is not a run of the shorter schedule (the poly 
 reached zero at an intermediate step); the arms with the short schedule itself are the check of that.
 
 Printed (and, with ``--markdown FILE``, written): a summary table (one row per arm: steps, images, size, the
-largest and the mean std of Δm over methods at the last step, τ of the half-way ranking with the final one, the
-final ranking, the CPU minutes of the arm) and one table per arm (Δm mean ± std per method at every evaluated
-step). ``--save FILE`` keeps the per-step primary metrics of every run in a JSON, and ``--curves FILE`` reads them
-back instead of the run folders (the study's curves are kept in ``docs/results/``), so the tables and the figure
-can be regenerated without the runs; ``--curves`` together with new arms adds them to the saved ones, so a study
-whose arms were run on different days (run folders do not outlive a machine) is reported and saved as one.
+number of methods with a std of Δm below 1 point, the largest and the mean std at the last step, τ of the half-way
+ranking with the final one, the step from which the ranking is the final one, the final ranking, the CPU minutes of
+the arm), per arm the methods each method beats in every seed, and one table per arm (Δm mean ± std per method at
+every evaluated step). ``--save FILE`` keeps the per-step primary metrics of every run in a JSON, and
+``--curves FILE`` reads them back instead of the run folders (the study's curves are kept in ``docs/results/``),
+so the tables and the figure can be regenerated without the runs; ``--curves`` together with new arms adds them
+to the saved ones, so a study whose arms were run on different days (run folders do not outlive a machine) is
+reported and saved as one.
 
 Usage::
 
@@ -211,6 +213,7 @@ def report(arms: list[dict[str, Any]]) -> str:
 def figure(arms: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(5 * len(arms), 4), layout="constrained")
     axes = fig.subplots(1, len(arms), squeeze=False, sharey=True)
@@ -229,7 +232,8 @@ def figure(arms: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(arm["label"], fontsize=9)
         ax.set_xlabel("step")
     axes[0][0].set_ylabel("Δm % (mean ± std over seeds)")
-    axes[0][-1].legend(fontsize=7)
+    handles = [Line2D([], [], color=colour[n], marker="o", ms=3) for n in names]  # every arm's methods, not the last's
+    fig.legend(handles, names, loc="outside right upper", fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
