@@ -23,6 +23,10 @@ the model's gradients, logged as ``loss/<name>``, checked for NaN), ``after_step
 ``state_dict`` in every checkpoint (under ``"extensions"``, so exact resume covers them), ``close`` when
 :meth:`Trainer.train` ends. The trainer itself has no branch per method.
 
+``eval.precise_bn: N`` re-estimates the BatchNorm statistics of the current weights over the run's first N
+training batches before each evaluation (:mod:`mtdense.engine.precise_bn`); the checkpoint of that step holds
+them. The global RNG is forked around it, so the training itself is the one without it.
+
 ``data.val_data`` evaluates on another dataset (a target domain) than the one trained on; its classes must be
 the training set's.
 """
@@ -62,6 +66,7 @@ from mtdense.engine.distributed import DistInfo, any_rank, barrier, gather_to_al
 from mtdense.engine.evaluation import attach_delta, load_baseline
 from mtdense.engine.evaluator import autocast_context, evaluate
 from mtdense.engine.logging import RunLogger
+from mtdense.engine.precise_bn import recompute_bn_stats
 from mtdense.engine.setup import (
     build_balancer,
     build_extensions,
@@ -346,6 +351,14 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, dict[str, float]]:
+        if self.cfg.eval.precise_bn:  # BN statistics of the current weights (mtdense.engine.precise_bn)
+            recompute_bn_stats(
+                self.model,
+                D.make_train_loader(self.cfg, self.train_set),  # the run's first batches, the same on every rank
+                self.cfg.eval.precise_bn,
+                forward=lambda image: self.forward(image, model=self.model),
+                device=self.device,
+            )
         if self.dist.enabled:
             # DDP broadcasts buffers at the start of a forward, so after the last step each rank holds
             # BN statistics of its own batch: evaluate every shard with rank 0's (the checkpointed) ones
