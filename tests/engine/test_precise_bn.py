@@ -105,7 +105,7 @@ def test_precise_bn_leaves_the_training_itself_unchanged(runs):
     assert len(losses[0]) == 4 and losses[0] == losses[1]
     a = C.load_checkpoint(plain.out / "checkpoints" / "last.pt")["model"]
     b = C.load_checkpoint(precise.out / "checkpoints" / "last.pt")["model"]
-    for name, p in plain.model.named_parameters():
+    for name, _ in plain.model.named_parameters():
         assert torch.equal(a[name], b[name]), name
     assert json.loads((plain.out / "results.json").read_text()) != json.loads(
         (precise.out / "results.json").read_text()
@@ -128,3 +128,24 @@ def test_a_resumed_run_re_estimates_as_the_uninterrupted_one(runs, tiny_raw_conf
     b = C.load_checkpoint(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "part" / "results.json").read_text() == (precise.out / "results.json").read_text()
+
+
+def test_mtdense_eval_precise_bn_scores_a_plain_run_as_training_with_it_would(runs, tmp_path, capsys):
+    """``mtdense eval RUN --precise-bn 3`` of the run trained without it gives the scores of the run trained with
+    ``eval.precise_bn: 3`` (precise BN does not change the training), and leaves the checkpoint as it was."""
+    from mtdense.cli.main import main
+
+    _, plain, precise = runs
+    ckpt = plain.out / "checkpoints" / "last.pt"
+    before = ckpt.read_bytes()
+    assert main(["eval", str(plain.out), "--precise-bn", "3", "--out", str(tmp_path / "pbn.json")]) == 0
+    got = json.loads((tmp_path / "pbn.json").read_text())
+    want = json.loads((precise.out / "results.json").read_text())
+    assert got.keys() == want.keys()
+    for task, metrics in want.items():
+        assert got[task] == pytest.approx(metrics, rel=1e-5, abs=1e-6), task
+    assert got != json.loads((plain.out / "results.json").read_text())
+    assert ckpt.read_bytes() == before
+    with pytest.raises(SystemExit):
+        main(["eval", str(plain.out), "--precise-bn", "0"])
+    assert "--precise-bn" in capsys.readouterr().err

@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--out", help="results JSON to write (a new file; its folder is created)")
     e.add_argument("--device", type=_device, help=DEVICE_HELP)
+    e.add_argument(
+        "--precise-bn",
+        type=_positive_int,
+        metavar="N",
+        help="first re-estimate the BatchNorm statistics over the run's first N training batches, as training with "
+        "eval.precise_bn=N does (the checkpoint is not modified)",
+    )
 
     pr = sub.add_parser(
         "predict",
@@ -340,7 +347,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mtdense.engine.report import format_results
 
     results, path = evaluate_run(
-        args.run, split=args.split, baseline=args.baseline, data_root=args.data_root, out=args.out, device=args.device
+        args.run,
+        split=args.split,
+        baseline=args.baseline,
+        data_root=args.data_root,
+        out=args.out,
+        device=args.device,
+        precise_bn=args.precise_bn,
     )
     print(format_results(results, title=f"{args.run} [{args.split}]"))
     print(f"wrote {path}")

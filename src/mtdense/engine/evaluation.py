@@ -11,6 +11,12 @@ Which data. The evaluation reads what the training evaluated on: a run whose con
 dataset and root (:func:`mtdense.engine.setup.eval_config`), every other run on ``data.dataset``;
 ``--data-root`` replaces the folder of whichever is read.
 
+Which BatchNorm statistics. By default those stored with the weights (for a run trained with
+``eval.precise_bn``, the ones its last evaluation re-estimated). ``precise_bn=N`` (``--precise-bn N``)
+re-estimates them first over the run's first N training batches, exactly as the trainer's ``eval.precise_bn: N``
+does (:mod:`mtdense.engine.precise_bn`; same batches, same forward), so a run trained without it is scored as if it
+had been, without retraining (precise BN does not change the training). The checkpoint is not modified.
+
 Δm (MTI-Net Eq. 2, :func:`mtdense.metrics.multitask_delta`) is attached by :func:`attach_delta` against
 a single-task results JSON ``{task: {metric: value}}``; the baseline must hold every task of the model
 (Δm over fewer tasks than the model has would be a different number under the same name).
@@ -107,6 +113,7 @@ def evaluate_run(
     data_root: str | Path | None = None,
     out: str | Path | None = None,
     device: str | torch.device | None = None,
+    precise_bn: int | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate ``run`` on ``split`` on ``device`` (default: CUDA when available); returns the results and
     the JSON file written (module docstring). Bad paths and baselines fail before the evaluation runs.
@@ -119,8 +126,11 @@ def evaluate_run(
     from mtdense.engine.inference import load_run, pick_device
     from mtdense.engine.setup import check_label_space, eval_config
 
+    if precise_bn is not None and precise_bn < 1:
+        raise ConfigError(f"--precise-bn: expected a number of batches >= 1, got {precise_bn}")
     dev = pick_device(device)
     loaded = load_run(run, device=dev)
+    train_cfg = loaded.cfg.model_copy(deep=True)  # the training data, before data_root changes the evaluated one
     cfg = eval_config(loaded.cfg)  # data.val_data (a target domain) when the run has one, as the trainer
     path = results_path(run, loaded.source, split, out)
     baseline = baseline or cfg.eval.baseline
@@ -134,6 +144,8 @@ def evaluate_run(
     if cfg is not loaded.cfg and loaded.meta.get("num_classes") is not None:
         check_label_space(loaded.meta, D.dataset_meta(base), what=f"data.val_data ({cfg.data.root})")
     dataset = D.Augmented(base, D.build_eval_transform(cfg), seed=cfg.seed)
+    if precise_bn:
+        _re_estimate_bn(loaded.model, train_cfg, precise_bn, device=dev)
     tasks = {t: loaded.tasks[t] for t in cfg.data.tasks}
     results: dict[str, Any] = evaluate(
         loaded.model,
@@ -148,3 +160,27 @@ def evaluate_run(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     return results, path
+
+
+def _re_estimate_bn(model: torch.nn.Module, cfg: Any, num_batches: int, *, device: torch.device) -> None:
+    """``eval.precise_bn`` of the trainer on a loaded run: the run's first ``num_batches`` training batches (its
+    training split, augmentation and order), run as a training step runs them (channels_last, bf16)."""
+    from mtdense.engine import data as D
+    from mtdense.engine.evaluator import autocast_context
+    from mtdense.engine.precise_bn import recompute_bn_stats
+
+    cfg.data.cache = False
+    root = D.prepare_dataset_root(cfg, progress=True)
+    train_set = D.Augmented(
+        D.build_base_dataset(cfg, cfg.data.train_split, root=root, mix=True),
+        D.build_train_transform(cfg),
+        seed=cfg.seed,
+    )
+
+    def forward(image: torch.Tensor) -> Any:
+        if cfg.train.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with autocast_context(device, cfg.train.bf16):
+            return model(image)
+
+    recompute_bn_stats(model, D.make_train_loader(cfg, train_set), num_batches, forward=forward, device=device)
