@@ -73,10 +73,14 @@ def test_torchrun_signal_to_one_rank_resume_and_synced_meters(tiny_raw_config, t
     """SIGTERM reaches only rank 1: both ranks stop after the same step (none waits forever in a collective),
     rank 0's checkpoint holds both ranks' RNG states, and a torchrun --resume finishes the run with every step
     logged exactly once (rank 0 alone writes). Its final evaluation, each rank scoring a shard of the val split
-    and the meters synchronised, equals a single-process ``mtdense eval`` of the same checkpoint."""
+    and the meters synchronised, with BN statistics re-estimated (``eval.precise_bn``), equals a single-process
+    ``mtdense eval`` of the same checkpoint."""
     max_steps = 4
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_raw_config(**{"train.max_steps": max_steps, "data.num_workers": 0})))
+    # eval.precise_bn: every rank re-estimates BN statistics on the same batches before the final evaluation, then
+    # rank 0's are broadcast and checkpointed, so the single-process evaluation below must see the same ones
+    raw = tiny_raw_config(**{"train.max_steps": max_steps, "data.num_workers": 0, "eval.precise_bn": 2})
+    cfg.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     train = ["-m", "mtdense.cli.main", "train", str(cfg), "--out", str(out)]
