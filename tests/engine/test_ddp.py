@@ -111,7 +111,10 @@ def test_torchrun_signal_to_one_rank_resume_and_synced_meters(tiny_raw_config, t
     assert set(single) <= set(ddp)
     for task, metrics in single.items():
         for name, value in metrics.items():
-            assert ddp[task][name] == pytest.approx(value, rel=1e-4, abs=1e-4), (task, name)
+            # the normals median is read from a histogram of 0.01-degree bins (mtdense.metrics.normals): rounding
+            # differences between sharded and whole batches may move a middle error across one bin edge
+            tol = 0.0101 if (task, name) == ("normals", "median") else 1e-4
+            assert ddp[task][name] == pytest.approx(value, rel=1e-4, abs=tol), (task, name)
 
 
 # Run by each torchrun rank: rank 1 alone gets a NaN depth loss at step 2; every rank must stop there.
