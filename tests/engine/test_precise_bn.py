@@ -149,3 +149,18 @@ def test_mtdense_eval_precise_bn_scores_a_plain_run_as_training_with_it_would(ru
     with pytest.raises(SystemExit):
         main(["eval", str(plain.out), "--precise-bn", "0"])
     assert "--precise-bn" in capsys.readouterr().err
+
+
+def test_runs_written_before_the_key_existed_still_equal_their_config(tiny_raw_config):
+    """Off is ``null``: a saved config without ``eval.precise_bn`` is no change against one with it off (so old
+    checkpoints resume and ``mtdense bench`` reuses old runs), and one with it on is."""
+    from mtdense.config.load import config_to_dict
+    from mtdense.engine.checkpoint import material_changes
+
+    current = config_to_dict(validate_config(tiny_raw_config()))
+    old = {**current, "eval": {k: v for k, v in current["eval"].items() if k != "precise_bn"}}
+    assert current["eval"]["precise_bn"] is None and material_changes(old, current) == {}
+    on = config_to_dict(validate_config(tiny_raw_config(**{"eval.precise_bn": 60})))
+    assert material_changes(old, on) == {"eval.precise_bn": ("<absent>", 60)}
+    with pytest.raises(Exception, match="precise_bn"):
+        validate_config(tiny_raw_config(**{"eval.precise_bn": 0}))

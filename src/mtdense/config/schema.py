@@ -296,9 +296,11 @@ class EvalConfig(Section):
     predictions capped to ``depth_min``…``depth_max`` = 1e-3…10 m (Eigen et al., NIPS 2014, Sec. 4.1).
 
     ``precise_bn``: before each evaluation during training, re-estimate every BatchNorm layer's running
-    statistics over this many training batches (:mod:`mtdense.engine.precise_bn`); 0 (the papers'
-    protocol) evaluates with the moving averages training kept. The checkpoint written at that step holds
-    the re-estimated statistics, so ``mtdense eval`` of the run reproduces the trainer's scores.
+    statistics over this many training batches (:mod:`mtdense.engine.precise_bn`); ``null`` (the papers'
+    protocol) evaluates with the moving averages training kept. ``null`` rather than 0 for "off", so that a run
+    or checkpoint written before this key existed still equals its config (a key one side lacks and the other
+    holds as ``None`` is no change, :func:`mtdense.engine.checkpoint.material_changes`). The checkpoint written
+    at that step holds the re-estimated statistics, so ``mtdense eval`` of the run reproduces the trainer's scores.
     """
 
     batch_size: int = Field(8, ge=1)
@@ -309,7 +311,7 @@ class EvalConfig(Section):
     depth_min: float | None = Field(None, ge=0)
     depth_max: float | None = Field(None, gt=0)
     baseline: str | None = None
-    precise_bn: int = Field(0, ge=0)
+    precise_bn: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _caps_ordered(self) -> EvalConfig:
