@@ -163,24 +163,12 @@ def evaluate_run(
 
 
 def _re_estimate_bn(model: torch.nn.Module, cfg: Any, num_batches: int, *, device: torch.device) -> None:
-    """``eval.precise_bn`` of the trainer on a loaded run: the run's first ``num_batches`` training batches (its
-    training split, augmentation and order), run as a training step runs them (channels_last, bf16)."""
+    """The trainer's ``eval.precise_bn: num_batches`` on a loaded run (its training split, augmentation, order)."""
     from mtdense.engine import data as D
-    from mtdense.engine.evaluator import autocast_context
-    from mtdense.engine.precise_bn import recompute_bn_stats
+    from mtdense.engine.precise_bn import re_estimate_for_run
 
     cfg.data.cache = False
+    cfg.eval.precise_bn = num_batches
     root = D.prepare_dataset_root(cfg, progress=True)
-    train_set = D.Augmented(
-        D.build_base_dataset(cfg, cfg.data.train_split, root=root, mix=True),
-        D.build_train_transform(cfg),
-        seed=cfg.seed,
-    )
-
-    def forward(image: torch.Tensor) -> Any:
-        if cfg.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast_context(device, cfg.train.bf16):
-            return model(image)
-
-    recompute_bn_stats(model, D.make_train_loader(cfg, train_set), num_batches, forward=forward, device=device)
+    base = D.build_base_dataset(cfg, cfg.data.train_split, root=root, mix=True)
+    re_estimate_for_run(model, cfg, D.Augmented(base, D.build_train_transform(cfg), seed=cfg.seed), device=device)

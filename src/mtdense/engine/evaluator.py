@@ -20,6 +20,14 @@ def autocast_context(device: torch.device, enabled: bool) -> contextlib.Abstract
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def training_forward(model: nn.Module, image: Tensor, *, device: torch.device, channels_last: bool, bf16: bool) -> Any:
+    """``model(image)`` as a training step runs it: channels_last when asked, under bf16 autocast when ``bf16``."""
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    with autocast_context(device, bf16):
+        return model(image)
+
+
 class MultiTaskEvaluator:
     """Holds one meter per evaluated task. ``process`` takes raw model outputs and a batch."""
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import Dataset
 
 
 def bn_layers(model: nn.Module) -> list[_BatchNorm]:
@@ -86,3 +87,19 @@ def recompute_bn_stats(
     if used == 0:
         raise ValueError("precise BN: the training data yielded no batch to estimate BatchNorm statistics on")
     return used
+
+
+def re_estimate_for_run(model: nn.Module, cfg: Any, train_set: Dataset, *, device: torch.device) -> int:
+    """``eval.precise_bn`` of a run: :func:`recompute_bn_stats` over the first ``cfg.eval.precise_bn`` batches of
+    ``train_set`` in the run's own training order (rank 0's order on every rank), each run as a training step
+    runs it (channels_last, bf16 autocast per ``cfg.train``). The trainer and ``mtdense eval --precise-bn`` call
+    this, so both use the same batches and the same forward."""
+    from mtdense.engine import data as D
+    from mtdense.engine.evaluator import training_forward
+
+    def forward(image: Tensor) -> Any:
+        return training_forward(model, image, device=device, channels_last=cfg.train.channels_last, bf16=cfg.train.bf16)
+
+    return recompute_bn_stats(
+        model, D.make_train_loader(cfg, train_set), cfg.eval.precise_bn, forward=forward, device=device
+    )

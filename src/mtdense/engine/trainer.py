@@ -64,9 +64,9 @@ from mtdense.engine.checkpoint import (
 from mtdense.engine.compile import compile_for_training
 from mtdense.engine.distributed import DistInfo, any_rank, barrier, gather_to_all, init_distributed, select_device
 from mtdense.engine.evaluation import attach_delta, load_baseline
-from mtdense.engine.evaluator import autocast_context, evaluate
+from mtdense.engine.evaluator import evaluate, training_forward
 from mtdense.engine.logging import RunLogger
-from mtdense.engine.precise_bn import recompute_bn_stats
+from mtdense.engine.precise_bn import re_estimate_for_run
 from mtdense.engine.setup import (
     build_balancer,
     build_extensions,
@@ -352,13 +352,7 @@ class Trainer:
     # -- loop -------------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, dict[str, float]]:
         if self.cfg.eval.precise_bn:  # BN statistics of the current weights (mtdense.engine.precise_bn)
-            recompute_bn_stats(
-                self.model,
-                D.make_train_loader(self.cfg, self.train_set),  # the run's first batches, the same on every rank
-                self.cfg.eval.precise_bn,
-                forward=lambda image: self.forward(image, model=self.model),
-                device=self.device,
-            )
+            re_estimate_for_run(self.model, self.cfg, self.train_set, device=self.device)
         if self.dist.enabled:
             # DDP broadcasts buffers at the start of a forward, so after the last step each rank holds
             # BN statistics of its own batch: evaluate every shard with rank 0's (the checkpointed) ones
@@ -470,10 +464,13 @@ class Trainer:
         """``model`` (default: the DDP-wrapped training model) on ``image`` (on the device) as a training step runs
         it: channels_last when ``train.channels_last``, under bf16 autocast when ``train.bf16``. Extensions that run
         their own forward passes (``uda``: the target images; ``probe``: the unwrapped model) call this."""
-        if self.cfg.train.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with autocast_context(self.device, self.cfg.train.bf16):
-            return (self.ddp_model if model is None else model)(image)
+        return training_forward(
+            self.ddp_model if model is None else model,
+            image,
+            device=self.device,
+            channels_last=self.cfg.train.channels_last,
+            bf16=self.cfg.train.bf16,
+        )
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
         batch = {k: (v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v) for k, v in batch.items()}
